@@ -1,0 +1,142 @@
+"""Configuration keys of fiber-det.
+
+``add_fiber_config(cfg)`` declares every key fiber-det adds to Detectron2's defaults, each with its
+default and a one-line comment. Defaults reproduce the reference (microsoft/FIBER ``fine_grained/``);
+every reference quirk has a switch here whose default is the quirk.
+"""
+import torch
+from detectron2.config import CfgNode as CN
+
+
+def add_fiber_config(cfg: CN) -> CN:
+    _C = cfg
+    _C.MODEL.META_ARCHITECTURE = "FIBER"
+    # Detectron2 defaults to "cuda"; fall back to the CPU where there is no GPU.
+    _C.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    _C.MODEL.BACKBONE.NAME = "build_fiber_backbone"
+    # Images are BGR 0-255; these are the reference's (Caffe-style) statistics.
+    _C.MODEL.PIXEL_MEAN = [103.53, 116.28, 123.675]
+    _C.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
+
+    _C.MODEL.FIBER = CN()
+    # Pad the batch to a multiple of this (the reference pads to 32).
+    _C.MODEL.FIBER.SIZE_DIVISIBILITY = 32
+
+    # ---- Swin image backbone (ARCHITECTURE.md section 2) ----
+    _C.MODEL.FIBER.SWIN = CN()
+    _C.MODEL.FIBER.SWIN.PATCH_SIZE = 4
+    _C.MODEL.FIBER.SWIN.EMBED_DIM = 128
+    _C.MODEL.FIBER.SWIN.DEPTHS = [2, 2, 18, 2]
+    _C.MODEL.FIBER.SWIN.NUM_HEADS = [4, 8, 16, 32]
+    _C.MODEL.FIBER.SWIN.WINDOW_SIZE = 12
+    _C.MODEL.FIBER.SWIN.MLP_RATIO = 4.0
+    # Stochastic depth: linspace(0, rate) over all blocks.
+    _C.MODEL.FIBER.SWIN.DROP_PATH_RATE = 0.4
+    # -1: train all; 0: freeze patch embedding; k >= 1: also freeze stages 1..k (reference: 1).
+    _C.MODEL.FIBER.SWIN.FROZEN_STAGES = 1
+    # Gradient checkpointing of every Swin block (saves memory, costs a second forward).
+    _C.MODEL.FIBER.SWIN.USE_CHECKPOINT = False
+    # "v2": the paper's detection models; "v3": adds a LayerNorm on the cross-attention query (RefCOCO).
+    _C.MODEL.FIBER.SWIN.FUSION_VARIANT = "v2"
+
+    # ---- Text backbone (section 3) ----
+    _C.MODEL.FIBER.TEXT = CN()
+    # HF model: a local folder or a hub name (hub names need the files in the local HF cache).
+    _C.MODEL.FIBER.TEXT.MODEL_NAME = "roberta-base"
+    # Tokenizer folder / name; empty means MODEL_NAME.
+    _C.MODEL.FIBER.TEXT.TOKENIZER = ""
+    # False: build the encoder from its config alone (random weights, no weight file needed).
+    _C.MODEL.FIBER.TEXT.PRETRAINED = True
+    # Overrides of the HF config's fields (e.g. {"num_hidden_layers": 4}); used with PRETRAINED False.
+    _C.MODEL.FIBER.TEXT.CONFIG_OVERRIDES = CN(new_allowed=True)
+    # Token budget of a caption; positive maps are this wide (token MAX_LENGTH-1 is the "no object" slot).
+    _C.MODEL.FIBER.TEXT.MAX_LENGTH = 256
+    # Pad every caption to MAX_LENGTH as the reference does (False: pad to the longest in the batch).
+    _C.MODEL.FIBER.TEXT.PAD_TO_MAX = True
+    # Gradient checkpointing of the text layers (the reference has none on the text side).
+    _C.MODEL.FIBER.TEXT.USE_CHECKPOINT = False
+
+    # ---- Fusion (sections 2-4) ----
+    _C.MODEL.FIBER.FUSION = CN()
+    # Number of paired image/text fusion steps: the last N Swin blocks with the last N text layers.
+    _C.MODEL.FIBER.FUSION.NUM_LAYERS = 6
+    # Reference quirk: text->image attention also attends to zero-padded image regions of a batch.
+    # True = clean behaviour (padded image tokens masked out).
+    _C.MODEL.FIBER.FUSION.MASK_PADDED_IMAGE_TOKENS = False
+
+    # ---- FPN (section 5) ----
+    _C.MODEL.FIBER.FPN = CN()
+    _C.MODEL.FIBER.FPN.OUT_CHANNELS = 256
+    # Reference quirk: DropBlock on the merged P4 and P3 during training. False = clean FPN.
+    _C.MODEL.FIBER.FPN.DROP_BLOCK = True
+    _C.MODEL.FIBER.FPN.DROP_BLOCK_PROB = 0.3
+    _C.MODEL.FIBER.FPN.DROP_BLOCK_SIZE = 3
+
+    # ---- Head (section 6) ----
+    _C.MODEL.FIBER.HEAD = CN()
+    # Number of DyConv blocks in the tower.
+    _C.MODEL.FIBER.HEAD.NUM_CONVS = 6
+    _C.MODEL.FIBER.HEAD.GN_GROUPS = 16
+    # Modulated deformable convs in the tower (False: plain 3x3 convs, no offset branch).
+    _C.MODEL.FIBER.HEAD.USE_DEFORMABLE = True
+    # Reference quirk: the level l+1 conv reads level l's offsets/masks re-cut to its own (smaller) shape.
+    # False = clean behaviour (offsets resized to the level's size).
+    _C.MODEL.FIBER.HEAD.DEFORM_OFFSET_QUIRK = True
+    # Deformable conv kernel: "torchvision", "sampled" (grid_sample + matmul, same maths, much faster
+    # on CPU), or "auto" (torchvision on GPU, sampled on CPU).
+    _C.MODEL.FIBER.HEAD.DEFORM_IMPL = "auto"
+    # Prior probability of the token-alignment bias (bias0 = -log((1-p)/p)).
+    _C.MODEL.FIBER.HEAD.PRIOR_PROB = 0.01
+    # Output channels of the frozen legacy cls_logits conv (kept so reference checkpoints load strictly).
+    _C.MODEL.FIBER.HEAD.LEGACY_NUM_CLASSES = 80
+    # Token-alignment logits are clamped to +-this.
+    _C.MODEL.FIBER.HEAD.LOGIT_CLAMP = 50000.0
+
+    # ---- Box coding (section 6) ----
+    _C.MODEL.FIBER.BOX_CODER_WEIGHTS = [10.0, 10.0, 5.0, 5.0]
+    # Anchors: one per location; sizes per level come from MODEL.ANCHOR_GENERATOR.SIZES.
+    _C.MODEL.FIBER.ANCHOR_STRIDES = [8, 16, 32, 64, 128]
+    _C.MODEL.ANCHOR_GENERATOR.SIZES = [[64], [128], [256], [512], [1024]]
+    _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[1.0]]
+
+    # ---- Assignment and losses (section 7) ----
+    _C.MODEL.FIBER.MATCHER = "atss"
+    # ATSS: candidate anchors per level per box.
+    _C.MODEL.FIBER.ATSS_TOPK = 9
+    _C.MODEL.FIBER.FOCAL_ALPHA = 0.25
+    _C.MODEL.FIBER.FOCAL_GAMMA = 2.0
+    _C.MODEL.FIBER.TOKEN_LOSS_WEIGHT = 1.0
+    _C.MODEL.FIBER.GIOU_LOSS_WEIGHT = 2.0
+    _C.MODEL.FIBER.CENTERNESS_LOSS_WEIGHT = 1.0
+
+    # ---- Inference (section 8) ----
+    _C.MODEL.FIBER.INFERENCE_TH = 0.05
+    _C.MODEL.FIBER.PRE_NMS_TOP_N = 1000
+    _C.MODEL.FIBER.NMS_TH = 0.6
+    _C.MODEL.FIBER.DETECTIONS_PER_IMAGE = 100
+    # Reference NMS uses the legacy "+1" box width in IoU.
+    _C.MODEL.FIBER.NMS_LEGACY_PLUS_ONE = True
+
+    # ---- Data ----
+    # Horizontal flip in training ("horizontal" or "none"; captions are not changed by a flip).
+    _C.INPUT.RANDOM_FLIP = "horizontal"
+    _C.INPUT.FORMAT = "BGR"
+    _C.INPUT.MIN_SIZE_TRAIN = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+    _C.INPUT.MAX_SIZE_TRAIN = 1333
+    _C.INPUT.MIN_SIZE_TEST = 800
+    _C.INPUT.MAX_SIZE_TEST = 1333
+    # Detection-as-grounding captions: shuffle the category order per training sample.
+    _C.INPUT.SHUFFLE_CATEGORIES = True
+    # Category separator in detection prompts (no trailing separator).
+    _C.INPUT.CATEGORY_SEPARATOR = ". "
+
+    # ---- Solver ----
+    # Language backbone (incl. its cross-attention) learning rate.
+    _C.SOLVER.LANG_LR = 1e-5
+    _C.SOLVER.OPTIMIZER = "ADAMW"
+    _C.SOLVER.BIAS_LR_FACTOR = 2.0
+    _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+
+    # Where evaluation results (one JSON) go; relative paths are under OUTPUT_DIR.
+    _C.TEST.RESULTS_FILE = "results.json"
+    return cfg

@@ -1,0 +1,88 @@
+"""MDETR-style grounding files (ARCHITECTURE.md section 10): COCO-like JSON whose images carry a
+caption and whose annotations carry ``tokens_positive`` character spans."""
+import json
+import logging
+import os
+from typing import Dict, List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+logger = logging.getLogger(__name__)
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def load_mdetr_grounding_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Read an MDETR-style grounding file into Detectron2 dataset dicts.
+
+    Each dict has ``caption``, ``phrases`` (the phrases to evaluate: ``tokens_positive_eval`` when
+    the file has it, else the distinct span sets of the annotations) and ``annotations`` with
+    ``tokens_positive`` and ``phrase_ids`` (indices of the phrases the box belongs to).
+    """
+    with open(json_file) as f:
+        data = json.load(f)
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise ValueError(f"{json_file}: not an MDETR-style grounding file (no '{key}' list)")
+    anns_by_image: Dict[int, List[Dict]] = {}
+    for ann in data["annotations"]:
+        anns_by_image.setdefault(ann["image_id"], []).append(ann)
+
+    records = []
+    for img in data["images"]:
+        caption = img.get("caption")
+        if not isinstance(caption, str):
+            raise ValueError(f"{json_file}: image id {img.get('id')} has no caption")
+        anns = anns_by_image.get(img["id"], [])
+        for ann in anns:
+            for start, end in ann.get("tokens_positive", []):
+                if not (0 <= start < end <= len(caption)):
+                    raise ValueError(
+                        f"{json_file}: image id {img['id']}, annotation id {ann.get('id')}: span [{start}, {end}] "
+                        f"is outside the caption ({len(caption)} characters)"
+                    )
+        if "tokens_positive_eval" in img:
+            phrases = [[list(s) for s in spans] for spans in img["tokens_positive_eval"]]
+        else:
+            phrases, seen = [], set()
+            for ann in anns:
+                key = tuple(tuple(s) for s in ann.get("tokens_positive", []))
+                if key and key not in seen:
+                    seen.add(key)
+                    phrases.append([list(s) for s in key])
+        annotations = []
+        for ann in anns:
+            spans = [list(s) for s in ann.get("tokens_positive", [])]
+            phrase_ids = [
+                k for k, p in enumerate(phrases) if any(_overlaps(a, b) for a in spans for b in p)
+            ]
+            annotations.append({
+                "id": ann.get("id"),
+                "bbox": [float(v) for v in ann["bbox"]],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0,
+                "iscrowd": int(ann.get("iscrowd", 0)),
+                "tokens_positive": spans,
+                "phrase_ids": phrase_ids,
+            })
+        records.append({
+            "file_name": os.path.join(image_root, img["file_name"]),
+            "height": int(img["height"]),
+            "width": int(img["width"]),
+            "image_id": img["id"],
+            "caption": caption,
+            "phrases": [{"spans": p} for p in phrases],
+            "annotations": annotations,
+            "task": "grounding",
+            "dataset_name": dataset_name,
+        })
+    logger.info(f"Loaded {len(records)} captions with {len(data['annotations'])} boxes from {json_file}")
+    return records
+
+
+def register_mdetr_grounding(name: str, json_file: str, image_root: str, **metadata) -> None:
+    DatasetCatalog.register(name, lambda: load_mdetr_grounding_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="grounding", **metadata)

@@ -1,0 +1,40 @@
+"""fiber-det's trainer: Detectron2's DefaultTrainer with the FIBER data pipeline, evaluators and
+optimizer."""
+import os
+
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+
+from ..data.mapper import FiberDatasetMapper
+from ..evaluation import GroundingRecallEvaluator
+from .optimizer import build_fiber_optimizer
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder=None):
+    output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+    if kind == "coco":
+        # The pure-Python path: Detectron2's fast path needs its compiled extension.
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+    if kind == "grounding":
+        return GroundingRecallEvaluator(dataset_name, output_dir=output_folder)
+    raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r}")
+
+
+class FiberTrainer(DefaultTrainer):
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=FiberDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=FiberDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_fiber_optimizer(cfg, model)

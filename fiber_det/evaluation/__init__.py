@@ -1,0 +1,4 @@
+from .grounding import GroundingRecallEvaluator, first_hit_ranks, recall_at_k, union_boxes
+from .refexp import RefExpEvaluator, refexp_precision, top1_overlaps
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]

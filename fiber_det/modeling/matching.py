@@ -1,0 +1,93 @@
+"""Anchor assignment (ARCHITECTURE.md section 7): ATSS (the reference's) and a Hungarian
+one-to-one alternative. Both return, per image, the index of the ground-truth box each anchor is
+assigned to, or -1 for background.
+"""
+from typing import List, Sequence
+
+import torch
+
+from .boxes import giou_loss_terms, pairwise_iou
+
+
+class ATSSMatcher:
+    """Adaptive training sample selection.
+
+    Per box: the ``topk`` anchors with the nearest centres on each level are candidates; those with
+    IoU >= mean + std of the candidates' IoUs whose centre lies inside the box are positives; an
+    anchor claimed by several boxes goes to the one it overlaps most. Vectorised over boxes and
+    anchors; the only loop is over pyramid levels.
+    """
+
+    def __init__(self, topk: int = 9, plus_one: bool = True):
+        self.topk = topk
+        self.plus_one = plus_one
+
+    def __call__(self, anchors: torch.Tensor, num_per_level: Sequence[int], gt_boxes: torch.Tensor) -> torch.Tensor:
+        num_anchors, num_gt = anchors.shape[0], gt_boxes.shape[0]
+        if num_gt == 0:
+            return torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
+        ious = pairwise_iou(anchors, gt_boxes, self.plus_one)  # (A, G)
+        a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2.0
+        g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2.0
+        distances = (a_ctr[:, None, :] - g_ctr[None, :, :]).pow(2).sum(-1).sqrt()  # (A, G)
+
+        candidates = []
+        start = 0
+        for n in num_per_level:
+            k = min(self.topk, n)
+            _, idx = distances[start : start + n].topk(k, dim=0, largest=False)
+            candidates.append(idx + start)
+            start += n
+        candidates = torch.cat(candidates, dim=0)  # (K, G)
+        gt_index = torch.arange(num_gt, device=anchors.device).expand_as(candidates)
+        cand_ious = ious[candidates, gt_index]
+        threshold = cand_ious.mean(dim=0) + cand_ious.std(dim=0)
+        is_pos = cand_ious >= threshold[None, :]
+
+        cx, cy = a_ctr[candidates, 0], a_ctr[candidates, 1]  # (K, G)
+        inside = torch.stack(
+            [cx - gt_boxes[:, 0], cy - gt_boxes[:, 1], gt_boxes[:, 2] - cx, gt_boxes[:, 3] - cy], dim=0
+        ).amin(dim=0) > 0.01
+        is_pos &= inside
+
+        claimed = torch.full_like(ious, float("-inf"))
+        claimed[candidates[is_pos], gt_index[is_pos]] = ious[candidates[is_pos], gt_index[is_pos]]
+        best, best_gt = claimed.max(dim=1)
+        return torch.where(torch.isinf(best), torch.full_like(best_gt, -1), best_gt)
+
+
+class HungarianMatcher:
+    """One-to-one assignment minimising token focal cost + L1 + GIoU between predicted and
+    ground-truth boxes (``scipy.optimize.linear_sum_assignment``)."""
+
+    def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
+                 alpha: float = 0.25, gamma: float = 2.0):
+        self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.alpha, self.gamma = alpha, gamma
+
+    @torch.no_grad()
+    def __call__(self, token_logits: torch.Tensor, pred_boxes: torch.Tensor, gt_boxes: torch.Tensor,
+                 gt_positive_map: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
+        """token_logits (A, T), pred_boxes (A, 4) XYXY, gt_boxes (G, 4), gt_positive_map (G, T) bool."""
+        from scipy.optimize import linear_sum_assignment
+
+        num_anchors, num_gt = pred_boxes.shape[0], gt_boxes.shape[0]
+        matched = torch.full((num_anchors,), -1, dtype=torch.long, device=pred_boxes.device)
+        if num_gt == 0:
+            return matched
+        prob = token_logits.float().sigmoid()
+        neg = (1 - self.alpha) * prob.pow(self.gamma) * -(1 - prob + 1e-8).log()
+        pos = self.alpha * (1 - prob).pow(self.gamma) * -(prob + 1e-8).log()
+        pmap = gt_positive_map.float()
+        pmap = pmap / pmap.sum(dim=1, keepdim=True).clamp(min=1)
+        cost_class = (pos - neg) @ pmap.t()  # mean focal cost over each box's tokens
+        h, w = image_size
+        norm = pred_boxes.new_tensor([w, h, w, h])
+        cost_bbox = torch.cdist(pred_boxes.float() / norm, gt_boxes.float() / norm, p=1)
+        a = pred_boxes.float()[:, None].expand(-1, num_gt, -1).reshape(-1, 4)
+        b = gt_boxes.float()[None].expand(num_anchors, -1, -1).reshape(-1, 4)
+        cost_giou = (giou_loss_terms(a, b) - 1.0).view(num_anchors, num_gt)
+        cost = self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou
+        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        matched[torch.as_tensor(rows, device=matched.device)] = torch.as_tensor(cols, device=matched.device)
+        return matched
