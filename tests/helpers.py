@@ -112,3 +112,39 @@ def make_tiny_roberta(
     out = Path(tmp_dir)
     model.save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+def tiny_fiber_cfg(text_dir, **overrides):
+    """A very small FIBER config (Swin 32-wide, 2 fusion pairs, 1 DyConv block) on a tiny text encoder."""
+    from detectron2.config import get_cfg
+
+    from fiber_det.config import add_fiber_config
+
+    cfg = get_cfg()
+    add_fiber_config(cfg)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu",
+        "MODEL.FIBER.SWIN.EMBED_DIM", 32, "MODEL.FIBER.SWIN.DEPTHS", [2, 2, 2, 2],
+        "MODEL.FIBER.SWIN.NUM_HEADS", [1, 2, 4, 8], "MODEL.FIBER.SWIN.WINDOW_SIZE", 7,
+        "MODEL.FIBER.SWIN.DROP_PATH_RATE", 0.0, "MODEL.FIBER.SWIN.FROZEN_STAGES", -1,
+        "MODEL.FIBER.TEXT.MODEL_NAME", str(text_dir), "MODEL.FIBER.TEXT.MAX_LENGTH", 32,
+        "MODEL.FIBER.FUSION.NUM_LAYERS", 2, "MODEL.FIBER.FPN.OUT_CHANNELS", 32,
+        "MODEL.FIBER.HEAD.NUM_CONVS", 1, "MODEL.FIBER.HEAD.GN_GROUPS", 8,
+        "MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]],
+    ])
+    for k, v in overrides.items():
+        cfg.merge_from_list([k, v])
+    return cfg
+
+
+def text_encoder_dir(tokenizer_dir, roberta_dir, out_dir):
+    """One folder holding both the tokenizer and the model, as MODEL.FIBER.TEXT.MODEL_NAME expects."""
+    import shutil
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for src in (Path(tokenizer_dir), Path(roberta_dir)):
+        for f in src.iterdir():
+            shutil.copy(f, out / f.name)
+    return out

@@ -47,7 +47,7 @@ inputs_hash() {
 
 # ---- quick exit when nothing changed --------------------------------------------------------
 if [[ -x "$PY" && -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]] &&
-    "$PY" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('detectron2') and u.find_spec('fiber_det')))"; then
+    "$PY" -I -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('detectron2') and u.find_spec('fiber_det')))"; then
     echo "==> [setup_env] .venv is up to date (inputs unchanged since the last successful run); nothing to do"
     exit 0
 fi

@@ -45,10 +45,11 @@ def write_results(cfg, results) -> None:
         if "bbox" in res:
             summary[f"{dataset}/box_AP"] = res["bbox"]["AP"]
             summary[f"{dataset}/box_AP50"] = res["bbox"]["AP50"]
-        if "grounding" in res:
-            for k in ("R@1", "R@5", "R@10"):
-                if k in res["grounding"]:
-                    summary[f"{dataset}/grounding_{k}"] = res["grounding"][k]
+        for task, metrics in res.items():
+            if task.startswith("grounding"):
+                for k in ("R@1", "R@5", "R@10"):
+                    if k in metrics:
+                        summary[f"{dataset}/{task}_{k}"] = metrics[k]
     path = cfg.TEST.RESULTS_FILE
     if not os.path.isabs(path):
         path = os.path.join(cfg.OUTPUT_DIR, path)

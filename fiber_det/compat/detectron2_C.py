@@ -164,7 +164,8 @@ def box_iou_rotated(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     # Only pairs whose circumscribed circles overlap can intersect; the exact test runs on those.
     radius1 = 0.5 * torch.hypot(boxes1[:, 2], boxes1[:, 3])
     radius2 = 0.5 * torch.hypot(boxes2[:, 2], boxes2[:, 3])
-    near = torch.cdist(boxes1[:, :2], boxes2[:, :2]) < radius1[:, None] + radius2[None]
+    distance = torch.cdist(boxes1[:, :2], boxes2[:, :2], compute_mode="donot_use_mm_for_euclid_dist")
+    near = distance < radius1[:, None] + radius2[None]
     rows, cols = near.nonzero(as_tuple=True)
     for start in range(0, rows.numel(), 32768):  # bounds the (pairs, 24, 2) work tensors
         r, c = rows[start : start + 32768], cols[start : start + 32768]
@@ -203,14 +204,16 @@ def nms_rotated(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
 # ---------------------------------------------------------------------------------------------
 
 
-def _bilinear_gather(features: torch.Tensor, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor):
-    """Bilinear samples of features (N, C, H, W) at (y, x) of shape (R, ...) in image batch[r].
+def _bilinear_gather(
+    rows: torch.Tensor, height: int, width: int, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor
+):
+    """Bilinear samples at (y, x) of shape (R, ...) in image batch[r] of features (N, C, H, W),
+    given as rows (N*H*W, C).
 
     Follows the C++ rule: a point further than one pixel outside the map reads 0, a point within that
     pixel reads the border, and a point past the last row/column reads that row/column.
     Returns (R, ..., C).
     """
-    _, channels, height, width = features.shape
     inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
     y, x = y.clamp(min=0), x.clamp(min=0)
     y_low, x_low = y.floor().long(), x.floor().long()
@@ -222,14 +225,13 @@ def _bilinear_gather(features: torch.Tensor, batch: torch.Tensor, y: torch.Tenso
     ly, lx = y - y_low, x - x_low
     hy, hx = 1.0 - ly, 1.0 - lx
 
-    rows = features.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C)
     base = (batch * (height * width)).view(-1, *([1] * (y.dim() - 1)))
     out = 0
     for yi, xi, weight in (
         (y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
         (y_high, x_low, ly * hx), (y_high, x_high, ly * lx),
     ):
-        values = rows.index_select(0, (base + yi * width + xi).reshape(-1)).view(*y.shape, channels)
+        values = rows.index_select(0, (base + yi * width + xi).reshape(-1)).view(*y.shape, -1)
         out = out + values * (weight * inside)[..., None]
     return out
 
@@ -254,7 +256,7 @@ def roi_align_rotated_forward(
     center_y = rois[:, 2] * spatial_scale - 0.5
     roi_w = rois[:, 3] * spatial_scale
     roi_h = rois[:, 4] * spatial_scale
-    if bool((roi_w < 0).any() or (roi_h < 0).any()):
+    if bool(((roi_w < 0) | (roi_h < 0)).any()):
         raise ValueError("roi_align_rotated_forward: ROIs in ROIAlignRotated must have non-negative size")
     theta = rois[:, 5] * (math.pi / 180.0)
     cos, sin = torch.cos(theta), torch.sin(theta)
@@ -265,12 +267,14 @@ def roi_align_rotated_forward(
         grids = torch.full((num_rois, 2), sampling_ratio, dtype=torch.long, device=rois.device)
     else:
         grids = torch.stack([torch.ceil(bin_h), torch.ceil(bin_w)], dim=1).long()
+    height, width = input.shape[2:]
+    rows = input.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C), for row gathers
+    ph = torch.arange(pooled_height, device=rois.device, dtype=input.dtype)
+    pw = torch.arange(pooled_width, device=rois.device, dtype=input.dtype)
     for grid_h, grid_w in torch.unique(grids, dim=0).tolist():
         if grid_h == 0 or grid_w == 0:
             continue  # an empty ROI pools to zeros
         idx = ((grids[:, 0] == grid_h) & (grids[:, 1] == grid_w)).nonzero().squeeze(1)
-        ph = torch.arange(pooled_height, device=rois.device, dtype=input.dtype)
-        pw = torch.arange(pooled_width, device=rois.device, dtype=input.dtype)
         acc = 0
         for iy in range(grid_h):
             # (Rg, PH, 1): sample offsets from the ROI center along its height axis
@@ -282,7 +286,7 @@ def roi_align_rotated_forward(
                 c, s = cos[idx, None, None], sin[idx, None, None]
                 y = yy * c - xx * s + center_y[idx, None, None]
                 x = yy * s + xx * c + center_x[idx, None, None]
-                acc = acc + _bilinear_gather(input, batch[idx], y, x)  # (Rg, PH, PW, C)
+                acc = acc + _bilinear_gather(rows, height, width, batch[idx], y, x)  # (Rg, PH, PW, C)
         out[idx] = (acc / (grid_h * grid_w)).permute(0, 3, 1, 2).to(out.dtype)
     return out
 

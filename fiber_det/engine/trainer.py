@@ -6,6 +6,7 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader, build_
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
+from ..compat import has_compiled_detectron2
 from ..data.mapper import FiberDatasetMapper
 from ..evaluation import GroundingRecallEvaluator
 from .optimizer import build_fiber_optimizer
@@ -15,8 +16,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
     if kind == "coco":
-        # The pure-Python path: Detectron2's fast path needs its compiled extension.
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+        # Detectron2's fast COCOeval needs its compiled extension.
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_detectron2())
     if kind == "grounding":
         return GroundingRecallEvaluator(dataset_name, output_dir=output_folder)
     raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r}")

@@ -13,7 +13,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
 from .fpn import ReferenceFPN
 from .swin import SwinTransformer, swin_b_fusion_blocks
-from .text import FusedTextEncoder
+from .text import FusedTextEncoder, resolve_text_config
 
 
 def image_token_mask(image_sizes: Sequence[Tuple[int, int]], stride: int, hw: Tuple[int, int], device) -> torch.Tensor:
@@ -126,11 +126,8 @@ def fpn_channels(fpn: ReferenceFPN) -> int:
 
 def text_hidden_size(cfg) -> int:
     """Hidden width of the configured text encoder, read from its HF config (no weights loaded)."""
-    from transformers import AutoConfig
-
-    overrides = dict(cfg.MODEL.FIBER.TEXT.CONFIG_OVERRIDES)
-    config = AutoConfig.from_pretrained(cfg.MODEL.FIBER.TEXT.MODEL_NAME, **overrides)
-    return config.hidden_size
+    t = cfg.MODEL.FIBER.TEXT
+    return resolve_text_config(t.MODEL_NAME, dict(t.CONFIG_OVERRIDES)).hidden_size
 
 
 @BACKBONE_REGISTRY.register()

@@ -197,6 +197,38 @@ class TextLayer(nn.Module):
         return self.output(self.intermediate(x), x)
 
 
+# Architectures (not weights) of the encoders the paper uses, so that a paper-scale model can be
+# built with random weights on a machine that has no copy of them (PRETRAINED False).
+KNOWN_ARCHITECTURES = {
+    "roberta-base": dict(
+        model_type="roberta", vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=514, type_vocab_size=1, initializer_range=0.02, layer_norm_eps=1e-5,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    ),
+    "bert-base-uncased": dict(
+        model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512, type_vocab_size=2, initializer_range=0.02, layer_norm_eps=1e-12,
+        pad_token_id=0,
+    ),
+}
+
+
+def resolve_text_config(spec: Any, overrides: Mapping[str, Any] | None = None):
+    """HF config of a text encoder spec (hub name, folder, dict or config), with overrides.
+
+    A hub name that is not available locally falls back to KNOWN_ARCHITECTURES (architecture only).
+    """
+    overrides = dict(overrides or {})
+    if isinstance(spec, str) and spec in KNOWN_ARCHITECTURES and not os.path.isdir(spec):
+        try:
+            return _resolve_config(spec, overrides)
+        except OSError:
+            return _resolve_config(KNOWN_ARCHITECTURES[spec], overrides)
+    return _resolve_config(spec, overrides)
+
+
 def _resolve_config(spec: Any, overrides: Mapping[str, Any]):
     from transformers import AutoConfig, PretrainedConfig
 
@@ -235,7 +267,7 @@ def _call_without_pooler(factory, *args, **kwargs):
 def _build_hf_model(model_name_or_path: Any, pretrained: bool, overrides: Mapping[str, Any]) -> nn.Module:
     from transformers import AutoModel
 
-    config = _resolve_config(model_name_or_path, overrides)
+    config = resolve_text_config(model_name_or_path, overrides)
     if pretrained:
         if not isinstance(model_name_or_path, (str, os.PathLike)):
             raise ValueError(

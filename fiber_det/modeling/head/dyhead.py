@@ -65,12 +65,14 @@ class ModulatedDeformConvGN(nn.Module):
         if not self.deformable:
             return self.bn(self.conv(x))
         impl = self.impl if self.impl != "auto" else ("torchvision" if x.is_cuda else "sampled")
+        # fp32 even under autocast (fp64 stays fp64): half-precision offsets sample the wrong pixels.
+        dt = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            args = (x.float(), offset.float(), self.conv.weight.float(), self.conv.bias.float())
+            args = (x.to(dt), offset.to(dt), self.conv.weight.to(dt), self.conv.bias.to(dt))
             if impl == "torchvision":
-                y = deform_conv2d(*args, stride=self.stride, padding=1, mask=mask.float())
+                y = deform_conv2d(*args, stride=self.stride, padding=1, mask=mask.to(dt))
             else:
-                y = deform_conv2d_sampled(*args, stride=self.stride, padding=1, mask=mask.float())
+                y = deform_conv2d_sampled(*args, stride=self.stride, padding=1, mask=mask.to(dt))
         return self.bn(y)
 
 
