@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 COCO_CLASSES = (
@@ -50,68 +49,19 @@ def tiny_corpus() -> list[str]:
 
 
 def make_tiny_tokenizer(tmp_dir: str | Path, vocab_size: int = 1000) -> Path:
-    """Train a byte-level BPE (RoBERTa-style) on :func:`tiny_corpus`; save it loadable by AutoTokenizer.
+    """A byte-level BPE (RoBERTa-style) trained on :func:`tiny_corpus`, loadable by AutoTokenizer."""
+    from fiber_det.text.tiny import train_bpe_tokenizer
 
-    Special tokens as in roberta-base: ``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3, plus
-    ``<mask>``=4; encodings are ``<s> X </s>``. Returns the folder.
-    """
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import AutoTokenizer
-
-    out = Path(tmp_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        tiny_corpus(),
-        vocab_size=vocab_size,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    bpe.save_model(str(out))  # vocab.json + merges.txt, the files roberta-base ships
-    (out / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "RobertaTokenizer", "model_max_length": 256})
-    )
-    # Round trip through transformers so the folder also gets tokenizer.json and the special-token map.
-    AutoTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
-    return out
+    return train_bpe_tokenizer(tiny_corpus(), tmp_dir, vocab_size=vocab_size)
 
 
-def make_tiny_roberta(
-    tmp_dir: str | Path,
-    vocab_size: int,
-    hidden: int = 64,
-    layers: int = 4,
-    heads: int = 4,
-    intermediate: int = 128,
-    max_position_embeddings: int = 260,
-    seed: int = 0,
-) -> Path:
-    """Save a randomly initialised RobertaModel (config + safetensors, no pooler); returns the folder.
+def make_tiny_roberta(tmp_dir: str | Path, vocab_size: int, hidden: int = 64, layers: int = 4, heads: int = 4,
+                      intermediate: int = 128, max_position_embeddings: int = 260, seed: int = 0) -> Path:
+    """A randomly initialised RobertaModel folder (config + safetensors, no pooler)."""
+    from fiber_det.text.tiny import init_random_roberta
 
-    ``max_position_embeddings`` 260 fits 256 tokens: RoBERTa positions start at pad_token_id + 1 = 2.
-    """
-    import torch
-    from transformers import RobertaConfig, RobertaModel
-
-    config = RobertaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=max_position_embeddings,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-    )
-    torch.manual_seed(seed)
-    model = RobertaModel(config, add_pooling_layer=False)
-    out = Path(tmp_dir)
-    model.save_pretrained(str(out), safe_serialization=True)
-    return out
+    return init_random_roberta(tmp_dir, vocab_size, hidden=hidden, layers=layers, heads=heads,
+                               intermediate=intermediate, max_position_embeddings=max_position_embeddings, seed=seed)
 
 
 def tiny_fiber_cfg(text_dir, **overrides):
