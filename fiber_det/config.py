@@ -129,6 +129,22 @@ def add_fiber_config(cfg: CN) -> CN:
     _C.INPUT.SHUFFLE_CATEGORIES = True
     # Category separator in detection prompts (no trailing separator).
     _C.INPUT.CATEGORY_SEPARATOR = ". "
+    # "reference": the reference's resize rounding (shorter side rounded, longer side truncated);
+    # "detectron2": ResizeShortestEdge (both rounded, honours INPUT.MIN_SIZE_TRAIN_SAMPLING).
+    _C.INPUT.RESIZE_STYLE = "reference"
+
+    # ---- Datasets (ARCHITECTURE.md sections 9-10; datasets/README.md) ----
+    # Negative classes in "sampled" training prompts (Objects365, LVIS): (p_one, p_zero, p_full, p_drop):
+    # 1 negative with p_one, none with p_zero, RANDOM_SAMPLE_NEG with p_full, else uniform in [1, that];
+    # p_drop must be 0. GLIP's value; FIBER's released pre-training yaml has (0.05, 0.05, 0.5, 0.2),
+    # which the reference's own sampler rejects (it asserts p_drop == 0).
+    _C.DATASETS.CONTROL_PROB = (0.0, 0.0, 0.5, 0.0)
+    # Most negatives a "sampled" prompt draws (capped by the number of classes).
+    _C.DATASETS.RANDOM_SAMPLE_NEG = 85
+    # Sampling share of each DATASETS.TRAIN entry (e.g. (1, 1): half the images from each); empty: concatenate.
+    _C.DATASETS.TRAIN_RATIOS = ()
+    # Datasets to register from the config: NAME: {JSON_FILE, IMAGE_ROOT, TYPE, PROMPT_STYLE} (datasets/README.md).
+    _C.DATASETS.REGISTER = CN(new_allowed=True)
 
     # ---- Solver ----
     # Language backbone (incl. its cross-attention) learning rate.
@@ -136,6 +152,8 @@ def add_fiber_config(cfg: CN) -> CN:
     _C.SOLVER.OPTIMIZER = "ADAMW"
     _C.SOLVER.BIAS_LR_FACTOR = 2.0
     _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    # Skip a training batch when more than this fraction of its images (or all of them) have no box.
+    _C.SOLVER.MAX_NEG_PER_BATCH = 0.1
 
     # Where evaluation results (one JSON) go; relative paths are under OUTPUT_DIR.
     _C.TEST.RESULTS_FILE = "results.json"

@@ -1,4 +1,5 @@
 from . import datasets  # registers the built-in dataset names
+from .build import build_fiber_train_loader
 from .mapper import FiberDatasetMapper
 
-__all__ = ["FiberDatasetMapper"]
+__all__ = ["FiberDatasetMapper", "build_fiber_train_loader"]

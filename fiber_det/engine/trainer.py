@@ -2,11 +2,13 @@
 optimizer."""
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from ..compat import has_compiled_detectron2
+from ..data.build import build_fiber_train_loader
+from ..data.datasets import register_datasets_from_config
 from ..data.mapper import FiberDatasetMapper
 from ..evaluation import GroundingRecallEvaluator
 from .optimizer import build_fiber_optimizer
@@ -26,10 +28,12 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
 class FiberTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=FiberDatasetMapper(cfg, is_train=True))
+        register_datasets_from_config(cfg)
+        return build_fiber_train_loader(cfg, FiberDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        register_datasets_from_config(cfg)
         return build_detection_test_loader(cfg, dataset_name, mapper=FiberDatasetMapper(cfg, is_train=False))
 
     @classmethod

@@ -1,3 +1,37 @@
-from .prompts import build_caption, clean_name, positive_map_from_spans, spans_to_token_range
+from .prompts import (
+    CaptionTooLongError,
+    PromptChunk,
+    SampledPrompt,
+    build_caption,
+    category_token_lengths,
+    check_caption_fits,
+    chunk_categories,
+    clean_name,
+    count_tokens,
+    fit_positive_classes,
+    lost_spans,
+    positive_map_from_spans,
+    sample_detection_prompt,
+    sample_negative_count,
+    spans_to_token_range,
+    validate_control_prob,
+)
 
-__all__ = ["build_caption", "clean_name", "positive_map_from_spans", "spans_to_token_range"]
+__all__ = [
+    "CaptionTooLongError",
+    "PromptChunk",
+    "SampledPrompt",
+    "build_caption",
+    "category_token_lengths",
+    "check_caption_fits",
+    "chunk_categories",
+    "clean_name",
+    "count_tokens",
+    "fit_positive_classes",
+    "lost_spans",
+    "positive_map_from_spans",
+    "sample_detection_prompt",
+    "sample_negative_count",
+    "spans_to_token_range",
+    "validate_control_prob",
+]

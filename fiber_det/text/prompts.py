@@ -6,16 +6,12 @@ such captions (all categories, optionally shuffled and templated; or the referen
 LVIS recipe of present classes under a token budget plus sampled negatives; or chunks of a long
 vocabulary for evaluation) and turns character spans into token positive maps for any fast tokenizer.
 """
-import logging
 import random
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 Span = Tuple[int, int]
 # Per-category prompt template: optional "prefix", "name" (replaces the category name) and "suffix".
@@ -291,8 +287,3 @@ def lost_spans(tokenizer, caption: str, spans_per_row: Sequence[Sequence[Span]],
     encoding = tokenizer([caption], truncation=True, max_length=max_length)
     pmap = positive_map_from_spans(encoding, spans_per_row, max_length)
     return [j for j in range(len(spans_per_row)) if spans_per_row[j] and not bool(pmap[j].any())]
-
-
-def numpy_rng_state_seeded(rng: random.Random) -> np.random.Generator:
-    """A numpy generator seeded from ``rng`` (for callers that mix both)."""
-    return np.random.default_rng(rng.getrandbits(64))

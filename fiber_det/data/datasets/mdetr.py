@@ -2,8 +2,9 @@
 caption and whose annotations carry ``tokens_positive`` character spans."""
 import json
 import logging
+import math
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -15,13 +16,35 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def load_mdetr_grounding_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[Dict]:
+def _image_path(image_root: Union[str, Mapping[str, str]], img: Dict, json_file: str) -> str:
+    if isinstance(image_root, str):
+        return os.path.join(image_root, img["file_name"])
+    source = img.get("data_source")
+    if source not in image_root:
+        raise ValueError(
+            f"{json_file}: image id {img.get('id')} has data_source {source!r}; "
+            f"image roots are given for {sorted(image_root)}"
+        )
+    return os.path.join(image_root[source], img["file_name"])
+
+
+def load_mdetr_grounding_json(
+    json_file: str, image_root: Union[str, Mapping[str, str]], dataset_name: Optional[str] = None
+) -> List[Dict]:
     """Read an MDETR-style grounding file into Detectron2 dataset dicts.
 
     Each dict has ``caption``, ``phrases`` (the phrases to evaluate: ``tokens_positive_eval`` when
     the file has it, else the distinct span sets of the annotations) and ``annotations`` with
     ``tokens_positive`` and ``phrase_ids`` (indices of the phrases the box belongs to).
+
+    ``image_root`` is a folder, or a mapping from the images' ``data_source`` to a folder (the
+    GoldG file mixes COCO and Visual Genome images: {"coco": ..., "vg": ...}).
     """
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(
+            f"dataset '{dataset_name}': annotation file {json_file} not found "
+            f"(see datasets/README.md for the expected layout under $FIBER_DATASETS)"
+        )
     with open(json_file) as f:
         data = json.load(f)
     for key in ("images", "annotations"):
@@ -38,6 +61,13 @@ def load_mdetr_grounding_json(json_file: str, image_root: str, dataset_name: Opt
             raise ValueError(f"{json_file}: image id {img.get('id')} has no caption")
         anns = anns_by_image.get(img["id"], [])
         for ann in anns:
+            box = ann.get("bbox")
+            if not (isinstance(box, list) and len(box) == 4 and all(
+                    isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+                raise ValueError(
+                    f"{json_file}: image id {img['id']}, annotation id {ann.get('id')}: bbox {box} is not "
+                    "4 finite numbers [x, y, w, h]"
+                )
             for start, end in ann.get("tokens_positive", []):
                 if not (0 <= start < end <= len(caption)):
                     raise ValueError(
@@ -69,7 +99,7 @@ def load_mdetr_grounding_json(json_file: str, image_root: str, dataset_name: Opt
                 "phrase_ids": phrase_ids,
             })
         records.append({
-            "file_name": os.path.join(image_root, img["file_name"]),
+            "file_name": _image_path(image_root, img, json_file),
             "height": int(img["height"]),
             "width": int(img["width"]),
             "image_id": img["id"],
@@ -83,6 +113,17 @@ def load_mdetr_grounding_json(json_file: str, image_root: str, dataset_name: Opt
     return records
 
 
-def register_mdetr_grounding(name: str, json_file: str, image_root: str, **metadata) -> None:
+def register_mdetr_grounding(
+    name: str,
+    json_file: str,
+    image_root: Union[str, Mapping[str, str]],
+    *,
+    evaluator_type: str = "grounding",
+    **metadata,
+) -> None:
+    """Register an MDETR-style grounding file. ``evaluator_type``: "grounding" (phrase Recall@k,
+    Flickr30k) or "refexp" (precision@1 of referring expressions, RefCOCO/+/g)."""
     DatasetCatalog.register(name, lambda: load_mdetr_grounding_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="grounding", **metadata)
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type=evaluator_type, **metadata
+    )
