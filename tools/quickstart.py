@@ -21,7 +21,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default=os.path.join(ROOT, "configs/quickstart/fiber_tiny.yaml"))
     p.add_argument("--output-dir", default=os.path.join(ROOT, "output/quickstart"))
-    p.add_argument("--data-dir", default=None, help="default: $FIBER_DATASETS/synthetic (FIBER_DATASETS=datasets)")
+    p.add_argument("--image-size", type=int, default=192,
+                   help="side of the generated square images (the config's INPUT sizes must match)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
 
@@ -29,9 +30,10 @@ def main(argv=None):
     from fiber_det.text.tiny import init_random_roberta, train_bpe_tokenizer
 
     datasets_root = os.path.abspath(os.environ.get("FIBER_DATASETS", os.path.join(ROOT, "datasets")))
-    data_dir = os.path.abspath(args.data_dir or os.path.join(datasets_root, "synthetic"))
+    # Where the registered names synthetic_* look (fiber_det/data/datasets/builtin.py).
+    data_dir = os.path.join(datasets_root, "synthetic")
     t0 = time.time()
-    generate_synthetic_dataset(data_dir)
+    generate_synthetic_dataset(data_dir, image_size=(args.image_size, args.image_size))
     print(f"[quickstart] synthetic dataset ready in {data_dir} ({time.time() - t0:.1f}s)", flush=True)
 
     text_dir = os.path.join(args.output_dir, "text_encoder")
