@@ -14,12 +14,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fiber_det  # noqa: E402  (applies the compat shims and registers the model and datasets)
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
+from fiber_det.checkpoint import FiberCheckpointer  # noqa: E402
 from fiber_det.config import add_fiber_config  # noqa: E402
 from fiber_det.engine import FiberTrainer  # noqa: E402
 
@@ -67,7 +67,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = FiberTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        FiberCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = FiberTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -1,3 +1,4 @@
+from .checkpointer import FiberCheckpointer
 from .convert import (
     PREFIX_MAP,
     convert_reference_state_dict,
@@ -5,4 +6,4 @@ from .convert import (
     load_reference_checkpoint,
 )
 
-__all__ = ["PREFIX_MAP", "convert_reference_state_dict", "is_reference_state_dict", "load_reference_checkpoint"]
+__all__ = ["FiberCheckpointer", "PREFIX_MAP", "convert_reference_state_dict", "is_reference_state_dict", "load_reference_checkpoint"]

@@ -1,11 +1,13 @@
 """fiber-det's trainer: Detectron2's DefaultTrainer with the FIBER data pipeline, evaluators and
 optimizer."""
 import os
+import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
+from ..checkpoint import FiberCheckpointer
 from ..compat import has_compiled_detectron2
 from ..data.build import build_fiber_train_loader
 from ..data.datasets import register_datasets_from_config
@@ -26,6 +28,14 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
 
 
 class FiberTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Same checkpointables as DefaultTrainer's; reads released FIBER checkpoints too.
+        self.checkpointer = FiberCheckpointer(self.checkpointer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        for hook in self._hooks:
+            if hasattr(hook, "checkpointer"):
+                hook.checkpointer = self.checkpointer
+
     @classmethod
     def build_train_loader(cls, cfg):
         register_datasets_from_config(cfg)
