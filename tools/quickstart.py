@@ -3,7 +3,7 @@
 encoder, train the tiny FIBER config, evaluate box AP and grounding recall on the val split, and
 write the numbers to OUTPUT_DIR/results.json.
 
-    python tools/quickstart.py                       # everything, ~10 minutes on 2 CPU cores
+    python tools/quickstart.py                       # everything, ~14 minutes on 2 CPU cores
     python tools/quickstart.py SOLVER.MAX_ITER 200   # extra args are config overrides
 """
 import argparse
