@@ -12,7 +12,7 @@ from ..compat import has_compiled_detectron2
 from ..data.build import build_fiber_train_loader
 from ..data.datasets import register_datasets_from_config
 from ..data.mapper import FiberDatasetMapper
-from ..evaluation import GroundingRecallEvaluator
+from ..evaluation import GroundingRecallEvaluator, RefExpEvaluator
 from .optimizer import build_fiber_optimizer
 
 
@@ -24,6 +24,8 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_detectron2())
     if kind == "grounding":
         return GroundingRecallEvaluator(dataset_name, output_dir=output_folder)
+    if kind == "refexp":
+        return RefExpEvaluator(dataset_name, output_dir=output_folder)
     raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r}")
 
 
