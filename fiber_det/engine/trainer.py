@@ -5,7 +5,7 @@ import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint import FiberCheckpointer
 from ..compat import has_compiled_detectron2

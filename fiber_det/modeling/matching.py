@@ -2,7 +2,7 @@
 one-to-one alternative. Both return, per image, the index of the ground-truth box each anchor is
 assigned to, or -1 for background.
 """
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 

@@ -7,7 +7,7 @@ Each input dict carries ``caption``; training inputs add ``instances`` (gt_boxes
 (the spans of each class / phrase the caption lists), and detections are labelled with the class index.
 """
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.config import configurable

@@ -1,6 +1,6 @@
 """Inference (ARCHITECTURE.md section 8): token scores -> class scores, per-level candidates,
 sqrt(score * centerness), class-wise NMS, top detections."""
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances

@@ -5,7 +5,6 @@ Category ids are mapped to contiguous indices in sorted-id order. A category wit
 background placeholder (Roboflow exports, which ODinW comes from, put the dataset's super-category
 there) and is dropped; an annotation that uses it is an error.
 """
-import json
 import logging
 import math
 import os
@@ -13,6 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from .io import read_annotation_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +53,7 @@ def load_coco_detection(
     ``category_id``. With ``dataset_name``, the metadata gets ``thing_classes`` and
     ``thing_dataset_id_to_contiguous_id`` (or they are checked against those registered).
     """
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(
-            f"dataset '{dataset_name}': annotation file {json_file} not found "
-            f"(see datasets/README.md for the expected layout under $FIBER_DATASETS)"
-        )
-    with open(json_file) as f:
-        data = json.load(f)
-    for key in ("images", "categories"):
-        if key not in data:
-            raise ValueError(f"{json_file}: not a COCO detection file (no '{key}' list)")
+    data = read_annotation_json(json_file, dataset_name, ("images", "categories"), "a COCO detection file")
     categories = sorted(data["categories"], key=lambda c: c["id"])
     if drop_background and categories and categories[0]["id"] == 0:
         logger.info(f"{json_file}: dropping background category 0 ({categories[0].get('name')!r})")

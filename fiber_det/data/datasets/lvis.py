@@ -5,7 +5,6 @@ The images are COCO 2017's: an image's file is found from its ``coco_url`` ("tra
 class names are Detectron2's LVIS v1 list. Training captions use the "sampled" prompt style (the
 vocabulary does not fit in one caption); evaluation needs chunked prompts.
 """
-import json
 import logging
 import os
 from typing import Dict, List, Optional
@@ -13,6 +12,8 @@ from typing import Dict, List, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import get_lvis_instances_meta
 from detectron2.structures import BoxMode
+
+from .io import read_annotation_json
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,7 @@ def _lvis_image_path(image_root: str, img: Dict, json_file: str) -> str:
 def load_lvis_detection(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[Dict]:
     """Read an LVIS-format file into dataset dicts (``task`` "detection", contiguous
     ``category_id``, and LVIS's per-image ``not_exhaustive_category_ids`` / ``neg_category_ids``)."""
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(
-            f"dataset '{dataset_name}': annotation file {json_file} not found "
-            f"(see datasets/README.md for the expected layout under $FIBER_DATASETS)"
-        )
-    with open(json_file) as f:
-        data = json.load(f)
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise ValueError(f"{json_file}: not an LVIS file (no '{key}' list)")
+    data = read_annotation_json(json_file, dataset_name, ("images", "annotations", "categories"), "an LVIS file")
     cat_ids = sorted(c["id"] for c in data["categories"])
     id_map = {cid: i for i, cid in enumerate(cat_ids)}
     if dataset_name is not None:

@@ -1,6 +1,5 @@
 """MDETR-style grounding files (ARCHITECTURE.md section 10): COCO-like JSON whose images carry a
 caption and whose annotations carry ``tokens_positive`` character spans."""
-import json
 import logging
 import math
 import os
@@ -8,6 +7,8 @@ from typing import Dict, List, Mapping, Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from .io import read_annotation_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,7 @@ def load_mdetr_grounding_json(
     ``image_root`` is a folder, or a mapping from the images' ``data_source`` to a folder (the
     GoldG file mixes COCO and Visual Genome images: {"coco": ..., "vg": ...}).
     """
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(
-            f"dataset '{dataset_name}': annotation file {json_file} not found "
-            f"(see datasets/README.md for the expected layout under $FIBER_DATASETS)"
-        )
-    with open(json_file) as f:
-        data = json.load(f)
-    for key in ("images", "annotations"):
-        if key not in data:
-            raise ValueError(f"{json_file}: not an MDETR-style grounding file (no '{key}' list)")
+    data = read_annotation_json(json_file, dataset_name, ("images", "annotations"), "an MDETR-style grounding file")
     anns_by_image: Dict[int, List[Dict]] = {}
     for ann in data["annotations"]:
         anns_by_image.setdefault(ann["image_id"], []).append(ann)

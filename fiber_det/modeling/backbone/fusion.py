@@ -5,7 +5,7 @@ Swin blocks is paired with one of the top N text layers, and within a pair the t
 parallel (each reads the other's state from before the pair). C3..C5 then go through the FPN.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
