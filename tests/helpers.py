@@ -98,3 +98,24 @@ def text_encoder_dir(tokenizer_dir, roberta_dir, out_dir):
         for f in src.iterdir():
             shutil.copy(f, out / f.name)
     return out
+
+
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def reference_keys(variant: str = "v2", prefix: str = "") -> dict:
+    """{key without ``prefix``: shape} of the released checkpoint's key list (../shared/reference);
+    skips the calling test when the list is absent."""
+    import re
+
+    import pytest
+
+    path = REFERENCE_DIR / f"official_fiber_fine_grained_state_dict_{variant}.txt"
+    if not path.is_file():
+        pytest.skip(f"reference key list {path} not found")
+    keys = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"(\S+) \(([\d, ]*)\)", line)
+        if m and m.group(1).startswith(prefix):
+            keys[m.group(1)[len(prefix):]] = tuple(int(x) for x in m.group(2).split(",") if x.strip())
+    return keys

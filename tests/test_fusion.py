@@ -11,6 +11,12 @@ def run(model, images, ids, mask):
     return feats, text["hidden"]
 
 
+def open_gates(model, which="alpha"):
+    for name, p in model.named_parameters():
+        if which in name:
+            p.data.fill_(1.0)
+
+
 def test_modalities_interact_only_through_fused_layers(tiny_text_dir):
     torch.manual_seed(0)
     model = build_model(tiny_fiber_cfg(tiny_text_dir)).eval()
@@ -26,18 +32,14 @@ def test_modalities_interact_only_through_fused_layers(tiny_text_dir):
     _, ta2 = run(model, images * 2, enc_a["input_ids"], enc_a["attention_mask"])
     assert torch.equal(ta, ta2)
     # Open only the image side's gates: images now depend on the text, text still not on images.
-    for name, p in model.named_parameters():
-        if "alpha_i2t" in name:
-            p.data.fill_(1.0)
+    open_gates(model, "alpha_i2t")
     fa, ta = run(model, images, enc_a["input_ids"], enc_a["attention_mask"])
     fb, _ = run(model, images, enc_b["input_ids"], enc_b["attention_mask"])
     assert not torch.allclose(fa["p5"], fb["p5"])
     _, ta2 = run(model, images * 2, enc_a["input_ids"], enc_a["attention_mask"])
     assert torch.equal(ta, ta2)
     # Open the text side too: text now depends on the image.
-    for name, p in model.named_parameters():
-        if "alpha_t2i" in name:
-            p.data.fill_(1.0)
+    open_gates(model, "alpha_t2i")
     _, ta = run(model, images, enc_a["input_ids"], enc_a["attention_mask"])
     _, ta2 = run(model, images * 2, enc_a["input_ids"], enc_a["attention_mask"])
     assert not torch.allclose(ta, ta2)
@@ -47,9 +49,7 @@ def test_pairs_update_in_parallel(tiny_text_dir):
     """The text layer of a pair reads the image tokens from before the pair's Swin block."""
     torch.manual_seed(0)
     model = build_model(tiny_fiber_cfg(tiny_text_dir)).eval()
-    for name, p in model.named_parameters():
-        if "alpha" in name:
-            p.data.fill_(1.0)
+    open_gates(model)
     bb = model.backbone
     seen = []
     orig = bb.text.run_layer

@@ -1,7 +1,6 @@
 """The paper-scale config (configs/fiber_b): builds on CPU with random weights and no download,
 has the reference's parameter counts, loads a checkpoint synthesised in the reference's format,
 and runs inference at 800x1333."""
-import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,9 @@ from detectron2.modeling import build_model
 from fiber_det.checkpoint import convert_reference_state_dict
 from fiber_det.config import add_fiber_config
 from fiber_det.modeling.param_count import count_parameters
+from helpers import reference_keys
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference"
 
 
 def head_keys():
@@ -38,18 +37,6 @@ def head_keys():
                  "rpn.head.dot_product_projection_text.bias": (256,),
                  "rpn.head.log_scale": (1,), "rpn.head.bias_lang": (768,), "rpn.head.bias0": (1,)})
     keys.update({f"rpn.head.scales.{i}.scale": (1,) for i in range(5)})
-    return keys
-
-
-def reference_keys(variant):
-    path = REFERENCE / f"official_fiber_fine_grained_state_dict_{variant}.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    keys = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r"(\S+) \(([\d, ]*)\)", line)
-        if m:
-            keys[m.group(1)] = tuple(int(x) for x in m.group(2).split(",") if x.strip())
     return keys
 
 

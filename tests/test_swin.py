@@ -1,6 +1,5 @@
 """Tests for the Swin backbone with image-to-text cross-attention (fiber_det/modeling/backbone/swin.py)."""
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +13,10 @@ from fiber_det.modeling.backbone.swin import (
     swin_b_fusion_blocks,
 )
 
+from helpers import reference_keys
+
 timm_swin = pytest.importorskip("timm.models.swin_transformer")
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 REFERENCE_PREFIX = "fusion_backbone.backbone.body."
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4), window_size=7)
@@ -303,14 +303,7 @@ def swin_b(variant: str = "v2", fused: bool = True) -> SwinTransformer:
 
 @pytest.mark.parametrize("variant", ["v2", "v3"])
 def test_swin_b_state_dict_matches_reference(variant):
-    path = REFERENCE_DIR / f"official_fiber_fine_grained_state_dict_{variant}.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    reference = {}
-    for line in path.read_text().splitlines():
-        if line.startswith(REFERENCE_PREFIX):
-            name, shape = line[len(REFERENCE_PREFIX) :].split(" ", 1)
-            reference[name] = tuple(int(s) for s in re.findall(r"\d+", shape))
+    reference = reference_keys(variant, REFERENCE_PREFIX)
     assert len(reference) > 300
     ours = {k: tuple(v.shape) for k, v in swin_b(variant).state_dict().items()}
     assert ours == reference

@@ -9,9 +9,8 @@ from fiber_det.modeling.backbone.text import (
     load_text_state_dict,
 )
 
-REFERENCE_KEYS = (
-    Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_fiber_fine_grained_state_dict_v2.txt"
-)
+from helpers import reference_keys
+
 REFERENCE_PREFIX = "fusion_backbone.language_backbone.body.model."
 CAPTIONS = [
     "person. bicycle. car. a red square on the left.",
@@ -183,15 +182,9 @@ def test_roberta_base_keys_and_parameter_count():
     assert abs(n_params(fused=False) - 124.1e6) < 0.1e6
     assert abs(n_params(fused=True) - 13.4e6) < 0.1e6
 
-    if not REFERENCE_KEYS.is_file():
-        pytest.skip(f"reference key list {REFERENCE_KEYS} not found")
-    reference = {}
-    for line in REFERENCE_KEYS.read_text().splitlines():
-        if line.startswith(REFERENCE_PREFIX):
-            name, shape = line[len(REFERENCE_PREFIX) :].split(" ", 1)
-            # position_ids is a non-persistent buffer in current transformers (not in state_dict).
-            if name != "embeddings.position_ids":
-                reference[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    reference = reference_keys("v2", REFERENCE_PREFIX)
+    # position_ids is a non-persistent buffer in current transformers (not in state_dict).
+    reference.pop("embeddings.position_ids")
     ours = {name: tuple(t.shape) for name, t in encoder.model.state_dict().items()}
     assert ours == reference
 

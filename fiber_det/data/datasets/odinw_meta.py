@@ -9,130 +9,6 @@ Two datasets name their classes differently in the two benchmarks (CottontailRab
 NorthAmericaMushrooms), which is why ODinW-13 and ODinW-35 are registered under separate names.
 """
 
-ODINW_13 = {
-    "AerialMaritimeDrone_large": {
-        "glip_key": "AerialMaritimeDrone_large",
-        "ann": {
-            "train": "AerialMaritimeDrone/large/train/annotations_without_background.json",
-            "val": "AerialMaritimeDrone/large/valid/annotations_without_background.json",
-            "test": "AerialMaritimeDrone/large/test/annotations_without_background.json",
-        },
-        "classes": ["boat", "car", "dock", "jetski", "lift"],
-    },
-    "Aquarium": {
-        "glip_key": "Aquarium_Aquarium_Combined.v2-raw-1024.coco",
-        "ann": {
-            "train": "Aquarium/Aquarium Combined.v2-raw-1024.coco/train/annotations_without_background.json",
-            "val": "Aquarium/Aquarium Combined.v2-raw-1024.coco/valid/annotations_without_background.json",
-            "test": "Aquarium/Aquarium Combined.v2-raw-1024.coco/test/annotations_without_background.json",
-        },
-        "classes": ["fish", "jellyfish", "penguin", "puffin", "shark", "starfish", "stingray"],
-    },
-    "CottontailRabbits": {
-        "glip_key": "CottontailRabbits",
-        "ann": {
-            "train": "CottontailRabbits/train/annotations_without_background.json",
-            "val": "CottontailRabbits/valid/annotations_without_background.json",
-            "test": "CottontailRabbits/test/annotations_without_background.json",
-        },
-        "classes": ["Cottontail-Rabbit"],
-    },
-    "EgoHands_generic": {
-        "glip_key": "EgoHands_generic",
-        "ann": {
-            "train": "EgoHands/generic/train/annotations_without_background.json",
-            "val": "EgoHands/generic/valid/annotations_without_background.json",
-            "test": "EgoHands/generic/test/annotations_without_background.json",
-        },
-        "classes": ["hand"],
-    },
-    "NorthAmericaMushrooms": {
-        "glip_key": "NorthAmericaMushrooms_North_American_Mushrooms.v1-416x416.coco",
-        "ann": {
-            "train": "NorthAmericaMushrooms/North American Mushrooms.v1-416x416.coco/train/annotations_without_background.json",
-            "val": "NorthAmericaMushrooms/North American Mushrooms.v1-416x416.coco/valid/annotations_without_background.json",
-            "test": "NorthAmericaMushrooms/North American Mushrooms.v1-416x416.coco/test/annotations_without_background.json",
-        },
-        "classes": ["CoW", "chanterelle"],
-    },
-    "Packages": {
-        "glip_key": "Packages_Raw",
-        "ann": {
-            "train": "Packages/Raw/train/annotations_without_background.json",
-            "val": "Packages/Raw/valid/annotations_without_background.json",
-            "test": "Packages/Raw/test/annotations_without_background.json",
-        },
-        "classes": ["package"],
-    },
-    "PascalVOC": {
-        "glip_key": "PascalVOC",
-        "ann": {
-            "train": "PascalVOC/train/annotations_without_background.json",
-            "val": "PascalVOC/valid/annotations_without_background.json",
-            "test": "PascalVOC/valid/annotations_without_background.json",
-        },
-        "classes": [
-            "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-            "tvmonitor",
-        ],
-    },
-    "Raccoon": {
-        "glip_key": "Raccoon_Raccoon.v2-raw.coco",
-        "ann": {
-            "train": "Raccoon/Raccoon.v2-raw.coco/train/annotations_without_background.json",
-            "val": "Raccoon/Raccoon.v2-raw.coco/valid/annotations_without_background.json",
-            "test": "Raccoon/Raccoon.v2-raw.coco/test/annotations_without_background.json",
-        },
-        "classes": ["raccoon"],
-    },
-    "ShellfishOpenImages": {
-        "glip_key": "ShellfishOpenImages_raw",
-        "ann": {
-            "train": "ShellfishOpenImages/raw/train/annotations_without_background.json",
-            "val": "ShellfishOpenImages/raw/valid/annotations_without_background.json",
-            "test": "ShellfishOpenImages/raw/test/annotations_without_background.json",
-        },
-        "classes": ["Crab", "Lobster", "Shrimp"],
-    },
-    "VehiclesOpenImages": {
-        "glip_key": "VehiclesOpenImages_416x416",
-        "ann": {
-            "train": "VehiclesOpenImages/416x416/train/annotations_without_background.json",
-            "val": "VehiclesOpenImages/416x416/valid/annotations_without_background.json",
-            "test": "VehiclesOpenImages/416x416/test/annotations_without_background.json",
-        },
-        "classes": ["Ambulance", "Bus", "Car", "Motorcycle", "Truck"],
-    },
-    "pistols": {
-        "glip_key": "pistols_export",
-        "ann": {
-            "train": "pistols/export/train_annotations_without_background.json",
-            "val": "pistols/export/val_annotations_without_background.json",
-            "test": "pistols/export/test_annotations_without_background.json",
-        },
-        "classes": ["pistol"],
-    },
-    "pothole": {
-        "glip_key": "pothole",
-        "ann": {
-            "train": "pothole/train/annotations_without_background.json",
-            "val": "pothole/valid/annotations_without_background.json",
-            "test": "pothole/test/annotations_without_background.json",
-        },
-        "classes": ["pothole"],
-    },
-    "thermalDogsAndPeople": {
-        "glip_key": "thermalDogsAndPeople",
-        "ann": {
-            "train": "thermalDogsAndPeople/train/annotations_without_background.json",
-            "val": "thermalDogsAndPeople/valid/annotations_without_background.json",
-            "test": "thermalDogsAndPeople/test/annotations_without_background.json",
-        },
-        "classes": ["dog", "person"],
-    },
-}
-
 ODINW_35 = {
     "AerialMaritimeDrone_large": {
         "glip_key": "AerialMaritimeDrone_large",
@@ -515,6 +391,21 @@ ODINW_35 = {
 }
 
 # The 35 datasets of the ODinW-35 benchmark (ODINW_35 also holds plantdoc_100x100, which it leaves out).
+# ODinW-13 is a subset of ODinW-35 with the same files; only two datasets name their classes
+# differently there.
+ODINW_13_CLASS_OVERRIDES = {
+    "CottontailRabbits": ["Cottontail-Rabbit"],
+    "NorthAmericaMushrooms": ["CoW", "chanterelle"],
+}
+ODINW_13 = {
+    name: {**ODINW_35[name], "classes": ODINW_13_CLASS_OVERRIDES.get(name, ODINW_35[name]["classes"])}
+    for name in (
+        "AerialMaritimeDrone_large", "Aquarium", "CottontailRabbits", "EgoHands_generic", "NorthAmericaMushrooms",
+        "Packages", "PascalVOC", "Raccoon", "ShellfishOpenImages", "VehiclesOpenImages", "pistols", "pothole",
+        "thermalDogsAndPeople",
+    )
+}
+
 ODINW_35_OFFICIAL = [
     "AerialMaritimeDrone_large",
     "AerialMaritimeDrone_tiled",
