@@ -157,4 +157,6 @@ def add_fiber_config(cfg: CN) -> CN:
 
     # Where evaluation results (one JSON) go; relative paths are under OUTPUT_DIR.
     _C.TEST.RESULTS_FILE = "results.json"
+    # Images per forward pass in evaluation (per process).
+    _C.TEST.IMS_PER_BATCH = 1
     return cfg

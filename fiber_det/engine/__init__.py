@@ -1,4 +1,5 @@
 from .optimizer import build_fiber_optimizer, fiber_param_groups
-from .trainer import FiberTrainer, build_evaluator
+from ..evaluation import build_evaluator
+from .trainer import FiberTrainer
 
 __all__ = ["FiberTrainer", "build_evaluator", "build_fiber_optimizer", "fiber_param_groups"]

@@ -1,32 +1,15 @@
 """fiber-det's trainer: Detectron2's DefaultTrainer with the FIBER data pipeline, evaluators and
 optimizer."""
-import os
 import weakref
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint import FiberCheckpointer
-from ..compat import has_compiled_detectron2
 from ..data.build import build_fiber_train_loader
 from ..data.datasets import register_datasets_from_config
 from ..data.mapper import FiberDatasetMapper
-from ..evaluation import GroundingRecallEvaluator, RefExpEvaluator
+from ..evaluation import build_batched_test_loader, build_evaluator
 from .optimizer import build_fiber_optimizer
-
-
-def build_evaluator(cfg, dataset_name: str, output_folder=None):
-    output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
-    if kind == "coco":
-        # Detectron2's fast COCOeval needs its compiled extension.
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_detectron2())
-    if kind == "grounding":
-        return GroundingRecallEvaluator(dataset_name, output_dir=output_folder)
-    if kind == "refexp":
-        return RefExpEvaluator(dataset_name, output_dir=output_folder)
-    raise ValueError(f"dataset {dataset_name}: no evaluator for evaluator_type {kind!r}")
 
 
 class FiberTrainer(DefaultTrainer):
@@ -46,7 +29,9 @@ class FiberTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         register_datasets_from_config(cfg)
-        return build_detection_test_loader(cfg, dataset_name, mapper=FiberDatasetMapper(cfg, is_train=False))
+        return build_batched_test_loader(
+            dataset_name, FiberDatasetMapper(cfg, is_train=False), cfg.TEST.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

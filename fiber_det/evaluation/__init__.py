@@ -1,3 +1,4 @@
+from .build import build_batched_test_loader, build_evaluator
 from .grounding import GroundingRecallEvaluator, first_hit_ranks, recall_at_k, union_boxes
 from .refexp import RefExpEvaluator, refexp_precision, top1_overlaps
 
