@@ -100,7 +100,14 @@ def add_fiber_config(cfg: CN) -> CN:
     _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[1.0]]
 
     # ---- Assignment and losses (section 7) ----
+    # "atss" (the reference's) or "hungarian" (one-to-one; pair it with NMS False at inference).
     _C.MODEL.FIBER.MATCHER = "atss"
+    # Hungarian matching cost = COST_CLASS * token focal cost + COST_BBOX * L1 (boxes normalised by
+    # the image size) + COST_GIOU * (-GIoU).
+    _C.MODEL.FIBER.HUNGARIAN = CN()
+    _C.MODEL.FIBER.HUNGARIAN.COST_CLASS = 2.0
+    _C.MODEL.FIBER.HUNGARIAN.COST_BBOX = 5.0
+    _C.MODEL.FIBER.HUNGARIAN.COST_GIOU = 2.0
     # ATSS: candidate anchors per level per box.
     _C.MODEL.FIBER.ATSS_TOPK = 9
     _C.MODEL.FIBER.FOCAL_ALPHA = 0.25
@@ -113,6 +120,9 @@ def add_fiber_config(cfg: CN) -> CN:
     _C.MODEL.FIBER.INFERENCE_TH = 0.05
     _C.MODEL.FIBER.PRE_NMS_TOP_N = 1000
     _C.MODEL.FIBER.NMS_TH = 0.6
+    # Class-wise NMS after scoring (the reference). False: keep the top-scoring candidates as they
+    # are (NMS-free inference, meant for one-to-one Hungarian-trained models).
+    _C.MODEL.FIBER.NMS = True
     _C.MODEL.FIBER.DETECTIONS_PER_IMAGE = 100
     # Reference NMS uses the legacy "+1" box width in IoU.
     _C.MODEL.FIBER.NMS_LEGACY_PLUS_ONE = True

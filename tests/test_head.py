@@ -142,3 +142,20 @@ def test_inference_scores_follow_the_formula():
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-6)
     assert inst.scores.tolist() == sorted(inst.scores.tolist(), reverse=True)
+
+
+def test_nms_free_inference_keeps_overlapping_candidates():
+    coder = LegacyBoxCoder()
+    # Two nearly identical anchors with the same class: NMS keeps one, NMS-free keeps both.
+    anchors = torch.tensor([[0.0, 0.0, 31.0, 31.0], [1.0, 0.0, 32.0, 31.0], [40.0, 40.0, 63.0, 63.0]])
+    logits = torch.tensor([[3.0, -9.0], [2.0, -9.0], [-9.0, 1.0]])
+    ctr = torch.zeros(3)
+    pmap = torch.tensor([[True, False], [False, True]])
+    kwargs = dict(token_logits=[logits], box_deltas=[torch.zeros(3, 4)], centerness=[ctr], anchors=[anchors],
+                  positive_map=pmap, image_size=(64, 64), box_coder=coder, score_threshold=0.05)
+    with_nms = fiber_inference(**kwargs, nms=True)
+    free = fiber_inference(**kwargs, nms=False)
+    assert len(with_nms) == 2 and len(free) == 3
+    assert free.scores.tolist() == sorted(free.scores.tolist(), reverse=True)
+    capped = fiber_inference(**kwargs, nms=False, max_detections=2)
+    assert capped.scores.tolist() == free.scores[:2].tolist()

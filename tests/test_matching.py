@@ -90,3 +90,34 @@ def test_hungarian_is_one_to_one_and_prefers_matching_boxes():
     logits = torch.full((4, 8), -5.0)
     matched = HungarianMatcher()(logits, preds, gts, pmap, (128, 128))
     assert matched.tolist() == [1, -1, 0, -1]
+
+
+def test_hungarian_minimises_the_configured_cost():
+    """The assignment equals a brute-force search over all one-to-one assignments of the
+    explicitly written cost (focal + L1 + GIoU with the given weights)."""
+    import itertools
+
+    from torchvision.ops import generalized_box_iou
+
+    g = torch.Generator().manual_seed(3)
+    num_pred, num_gt, T, size = 5, 3, 6, (100.0, 80.0)
+    xy = torch.rand(num_pred + num_gt, 2, generator=g) * 50
+    boxes = torch.cat([xy, xy + 10 + torch.rand(num_pred + num_gt, 2, generator=g) * 30], dim=1)
+    preds, gts = boxes[:num_pred], boxes[num_pred:]
+    logits = torch.randn(num_pred, T, generator=g) * 2
+    pmap = torch.zeros(num_gt, T, dtype=torch.bool)
+    pmap[0, 1] = pmap[1, 2:4] = pmap[2, 5] = True
+    weights = (1.5, 4.0, 3.0)
+    p = logits.sigmoid()
+    focal = 0.25 * (1 - p) ** 2 * -(p + 1e-8).log() - 0.75 * p ** 2 * -(1 - p + 1e-8).log()
+    cost_class = torch.stack([focal[:, m].mean(dim=1) for m in pmap], dim=1)
+    norm = torch.tensor([size[1], size[0], size[1], size[0]])
+    cost_l1 = (preds[:, None] / norm - gts[None] / norm).abs().sum(-1)
+    cost = weights[0] * cost_class + weights[1] * cost_l1 - weights[2] * generalized_box_iou(preds, gts)
+    best = min(itertools.permutations(range(num_pred), num_gt),
+               key=lambda rows: sum(cost[r, c].item() for c, r in enumerate(rows)))
+    want = torch.full((num_pred,), -1)
+    want[list(best)] = torch.arange(num_gt)
+    got = HungarianMatcher(*weights)(logits, preds, gts, pmap, size)
+    assert got.tolist() == want.tolist()
+    assert (HungarianMatcher()(logits, preds, gts[:0], pmap[:0], size) == -1).all()

@@ -106,3 +106,22 @@ def test_overfits_a_fixed_batch(tiny_text_dir):
         assert len(mine) > 0
         top = mine[mine.scores.argmax().item()]
         assert pairwise_iou(top.pred_boxes, Boxes(gt[None])).item() > 0.5
+
+
+def test_hungarian_matcher_and_nms_free_from_config(tiny_text_dir):
+    from fiber_det.modeling.matching import HungarianMatcher
+
+    cfg = tiny_fiber_cfg(tiny_text_dir, **{"MODEL.FIBER.MATCHER": "hungarian", "MODEL.FIBER.HUNGARIAN.COST_BBOX": 7.0,
+                                           "MODEL.FIBER.NMS": False, "MODEL.FIBER.INFERENCE_TH": 0.0,
+                                           "MODEL.FIBER.DETECTIONS_PER_IMAGE": 50})
+    model = build_model(cfg)
+    assert isinstance(model.matcher, HungarianMatcher) and model.matcher.cost_bbox == 7.0 and not model.nms
+    model.train()
+    losses = model([sample(96, 128, 0)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        inst = model([sample(96, 128, 0)])[0]["instances"]
+    # Without NMS every candidate survives up to the cap (257 anchors x 2 classes > 50).
+    assert len(inst) == 50

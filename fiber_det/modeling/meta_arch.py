@@ -51,6 +51,7 @@ class FIBER(nn.Module):
         score_threshold: float = 0.05,
         pre_nms_top_n: int = 1000,
         nms_threshold: float = 0.6,
+        nms: bool = True,
         max_detections: int = 100,
         plus_one: bool = True,
         input_format: str = "BGR",
@@ -65,7 +66,7 @@ class FIBER(nn.Module):
         self.max_length, self.pad_to_max = max_length, pad_to_max
         self.focal_alpha, self.focal_gamma, self.loss_weights = focal_alpha, focal_gamma, tuple(loss_weights)
         self.score_threshold, self.pre_nms_top_n = score_threshold, pre_nms_top_n
-        self.nms_threshold, self.max_detections = nms_threshold, max_detections
+        self.nms_threshold, self.nms, self.max_detections = nms_threshold, nms, max_detections
         self.plus_one = plus_one
         self.input_format = input_format
         self.in_features = list(backbone.output_shape().keys())
@@ -77,7 +78,8 @@ class FIBER(nn.Module):
         if f.MATCHER == "atss":
             matcher = ATSSMatcher(f.ATSS_TOPK, plus_one=f.NMS_LEGACY_PLUS_ONE)
         elif f.MATCHER == "hungarian":
-            matcher = HungarianMatcher(alpha=f.FOCAL_ALPHA, gamma=f.FOCAL_GAMMA)
+            h = f.HUNGARIAN
+            matcher = HungarianMatcher(h.COST_CLASS, h.COST_BBOX, h.COST_GIOU, alpha=f.FOCAL_ALPHA, gamma=f.FOCAL_GAMMA)
         else:
             raise ValueError(f"MODEL.FIBER.MATCHER must be 'atss' or 'hungarian', got {f.MATCHER!r}")
         sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
@@ -102,6 +104,7 @@ class FIBER(nn.Module):
             "score_threshold": f.INFERENCE_TH,
             "pre_nms_top_n": f.PRE_NMS_TOP_N,
             "nms_threshold": f.NMS_TH,
+            "nms": f.NMS,
             "max_detections": f.DETECTIONS_PER_IMAGE,
             "plus_one": f.NMS_LEGACY_PLUS_ONE,
             "input_format": cfg.INPUT.FORMAT,
@@ -194,7 +197,7 @@ class FIBER(nn.Module):
                 centerness=[c[i] for c in out["centerness"]],
                 anchors=anchors, positive_map=class_maps[i], image_size=images.image_sizes[i],
                 box_coder=self.box_coder, score_threshold=self.score_threshold,
-                pre_nms_top_n=self.pre_nms_top_n, nms_threshold=self.nms_threshold,
+                pre_nms_top_n=self.pre_nms_top_n, nms_threshold=self.nms_threshold, nms=self.nms,
                 max_detections=self.max_detections, plus_one=self.plus_one,
             )
             if self.plus_one:  # back to exclusive x2/y2

@@ -39,7 +39,10 @@ def fiber_inference(
     nms_threshold: float = 0.6,
     max_detections: int = 100,
     plus_one: bool = True,
+    nms: bool = True,
 ) -> Instances:
+    """Detections of one image. With ``nms=False`` the ``max_detections`` best candidates are kept
+    without suppression (NMS-free inference for one-to-one trained models)."""
     h, w = image_size
     all_boxes, all_scores, all_labels = [], [], []
     for logits, deltas, ctr, anc in zip(token_logits, box_deltas, centerness, anchors):
@@ -68,7 +71,10 @@ def fiber_inference(
         [boxes[:, 0].clamp(0, w - o), boxes[:, 1].clamp(0, h - o), boxes[:, 2].clamp(0, w - o), boxes[:, 3].clamp(0, h - o)],
         dim=1,
     )
-    keep = legacy_nms(boxes, scores, labels, nms_threshold, plus_one)[:max_detections]
+    if nms:
+        keep = legacy_nms(boxes, scores, labels, nms_threshold, plus_one)[:max_detections]
+    else:
+        keep = scores.topk(min(max_detections, scores.numel())).indices
     result.pred_boxes = Boxes(boxes[keep])
     result.scores = scores[keep]
     result.pred_classes = labels[keep]
