@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .boxes import giou_loss_terms, pairwise_iou
+from .boxes import box_area, giou_loss_terms
 
 
 class ATSSMatcher:
@@ -26,21 +26,23 @@ class ATSSMatcher:
         num_anchors, num_gt = anchors.shape[0], gt_boxes.shape[0]
         if num_gt == 0:
             return torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
-        ious = pairwise_iou(anchors, gt_boxes, self.plus_one)  # (A, G)
         a_ctr = (anchors[:, :2] + anchors[:, 2:]) / 2.0
         g_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2.0
-        distances = (a_ctr[:, None, :] - g_ctr[None, :, :]).pow(2).sum(-1).sqrt()  # (A, G)
+        # (G, A) layout so that the per-level top-k runs along contiguous memory.
+        dx = g_ctr[:, None, 0] - a_ctr[None, :, 0]
+        dy = g_ctr[:, None, 1] - a_ctr[None, :, 1]
+        distances = (dx * dx + dy * dy).sqrt()
 
         candidates = []
         start = 0
         for n in num_per_level:
             k = min(self.topk, n)
-            _, idx = distances[start : start + n].topk(k, dim=0, largest=False)
+            _, idx = distances[:, start : start + n].topk(k, dim=1, largest=False)
             candidates.append(idx + start)
             start += n
-        candidates = torch.cat(candidates, dim=0)  # (K, G)
-        gt_index = torch.arange(num_gt, device=anchors.device).expand_as(candidates)
-        cand_ious = ious[candidates, gt_index]
+        candidates = torch.cat(candidates, dim=1).t()  # (K, G)
+        # IoUs are only needed for the candidates (K * G pairs instead of A * G).
+        cand_ious = _paired_iou(anchors[candidates], gt_boxes[None].expand_as(anchors[candidates]), self.plus_one)
         threshold = cand_ious.mean(dim=0) + cand_ious.std(dim=0)
         is_pos = cand_ious >= threshold[None, :]
 
@@ -50,10 +52,30 @@ class ATSSMatcher:
         ).amin(dim=0) > 0.01
         is_pos &= inside
 
-        claimed = torch.full_like(ious, float("-inf"))
-        claimed[candidates[is_pos], gt_index[is_pos]] = ious[candidates[is_pos], gt_index[is_pos]]
-        best, best_gt = claimed.max(dim=1)
-        return torch.where(torch.isinf(best), torch.full_like(best_gt, -1), best_gt)
+        # An anchor claimed by several boxes goes to the one it overlaps most (the first on ties);
+        # resolved over the claimed anchors only.
+        gt_index = torch.arange(num_gt, device=anchors.device).expand_as(candidates)
+        pos_anchor, pos_gt, pos_iou = candidates[is_pos], gt_index[is_pos], cand_ious[is_pos]
+        matched = torch.full((num_anchors,), -1, dtype=torch.long, device=anchors.device)
+        if pos_anchor.numel() == 0:
+            return matched
+        claimed_anchors, row = torch.unique(pos_anchor, return_inverse=True)
+        claimed = torch.full((claimed_anchors.numel(), num_gt), float("-inf"), dtype=pos_iou.dtype, device=anchors.device)
+        claimed[row, pos_gt] = pos_iou
+        matched[claimed_anchors] = claimed.argmax(dim=1)
+        return matched
+
+
+def _paired_iou(a: torch.Tensor, b: torch.Tensor, plus_one: bool) -> torch.Tensor:
+    """IoU of boxes paired elementwise, (..., 4) x (..., 4) -> (...); the same arithmetic as
+    ``pairwise_iou``."""
+    o = 1.0 if plus_one else 0.0
+    lt = torch.max(a[..., :2], b[..., :2])
+    rb = torch.min(a[..., 2:], b[..., 2:])
+    wh = (rb - lt + o).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a, plus_one) + box_area(b, plus_one) - inter
+    return inter / union.clamp(min=1e-12)
 
 
 class HungarianMatcher:
