@@ -164,9 +164,46 @@ def add_fiber_config(cfg: CN) -> CN:
     _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
     # Skip a training batch when more than this fraction of its images (or all of them) have no box.
     _C.SOLVER.MAX_NEG_PER_BATCH = 0.1
+    # LR decay points as fractions of SOLVER.MAX_ITER (reference: (0.67, 0.89)); when set, replaces SOLVER.STEPS.
+    _C.SOLVER.STEP_FRACTIONS = ()
+    # Reference's weight-decay steps (GLIP/FIBER SOLVER.WEIGHT_DECAY_SCHEDULE): weight decay x SOLVER.GAMMA
+    # once the iteration reaches each LR step x WEIGHT_DECAY_SCHEDULE_RATIO (i.e. before the LR drops).
+    _C.SOLVER.WEIGHT_DECAY_SCHEDULE = False
+    _C.SOLVER.WEIGHT_DECAY_SCHEDULE_RATIO = 0.667
+    # Micro-batches per optimizer step; IMS_PER_BATCH is the images per step over all processes and micro-batches.
+    _C.SOLVER.ACCUMULATE_STEPS = 1
+    # Autocast dtype when SOLVER.AMP.ENABLED: "float16" (with a GradScaler) or "bfloat16" (no scaling).
+    _C.SOLVER.AMP.DTYPE = "float16"
+    # On a non-finite loss: False raises an error naming the iteration and the losses; True skips the step.
+    _C.SOLVER.SKIP_NONFINITE = False
+    # Reseed Python/NumPy/torch from (SEED, iteration, rank) before every step, so a resumed run draws the
+    # same dropout/DropBlock masks as an uninterrupted one.
+    _C.SOLVER.RESEED_EACH_ITER = True
+    # Iterations between metrics.json / TensorBoard / console writes, and the median window they smooth over.
+    _C.SOLVER.LOG_PERIOD = 20
+    _C.SOLVER.LOG_SMOOTHING_WINDOW = 20
+    # DistributedDataParallel's find_unused_parameters (needed only if some parameters get no gradient).
+    _C.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
+
+    # Exponential moving average of the weights (reference: 0.999), kept in checkpoints.
+    _C.MODEL_EMA = CN()
+    _C.MODEL_EMA.ENABLED = False
+    _C.MODEL_EMA.DECAY = 0.999
+    # Evaluate with the EMA weights (during training and when a checkpoint holds them).
+    _C.MODEL_EMA.USE_FOR_EVAL = True
 
     # Where evaluation results (one JSON) go; relative paths are under OUTPUT_DIR.
     _C.TEST.RESULTS_FILE = "results.json"
     # Images per forward pass in evaluation (per process).
     _C.TEST.IMS_PER_BATCH = 1
+    # COCO AP's COCOeval: "faster_coco_eval" (C++, same numbers), "pycocotools", or "auto" (the first that imports).
+    _C.TEST.COCO_EVAL_BACKEND = "auto"
+    # Evaluation of a vocabulary too large for one caption (prompt_style "sampled", e.g. LVIS): categories
+    # per prompt; the model runs once per prompt, each keeping MODEL.FIBER.DETECTIONS_PER_IMAGE (LVIS: 300).
+    _C.TEST.PROMPT_CHUNK_SIZE = 40
+    # LVIS AP protocols: "standard" (LVISEval, LVIS_MAX_DETS_PER_IMAGE per image) and/or "fixed"
+    # (MDETR's fixed AP: top LVIS_FIXED_AP_DETS_PER_CLASS detections per class over the dataset).
+    _C.TEST.LVIS_PROTOCOLS = ("standard", "fixed")
+    _C.TEST.LVIS_MAX_DETS_PER_IMAGE = 300
+    _C.TEST.LVIS_FIXED_AP_DETS_PER_CLASS = 10000
     return cfg

@@ -53,7 +53,7 @@ class FiberPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        FiberCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        FiberCheckpointer.for_inference(self.model, cfg).load(cfg.MODEL.WEIGHTS)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 

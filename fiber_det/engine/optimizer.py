@@ -7,26 +7,60 @@ Rules, applied in order to every trainable parameter name:
   reference this is a substring match, so ``bias_lang``, ``bias0`` and Swin's
   ``relative_position_bias_table`` count as biases;
 - norm weights and the fusion gates (alpha_i2t, alpha_t2i) are treated as ordinary weights
-  (weight decay applies), as in the reference.
+  (weight decay applies), as in the reference. The image-side gates alpha_i2t live in the Swin
+  backbone and so train at BASE_LR; the text-side alpha_t2i at LANG_LR;
+- frozen parameters (requires_grad False: frozen Swin stages, the legacy cls_logits) are left out.
+
+The groups are named "base", "base_bias", "language", "language_bias" (the LR logged per group).
+The schedule: Detectron2's WarmupMultiStepLR (linear warmup from SOLVER.WARMUP_FACTOR over
+SOLVER.WARMUP_ITERS, x SOLVER.GAMMA at each step), the steps given by SOLVER.STEP_FRACTIONS of
+SOLVER.MAX_ITER when set.
 """
 from typing import Any, Dict, List
 
 import torch
+from detectron2.solver import build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 
+def is_language_param(name: str) -> bool:
+    return ".text." in f".{name}"
+
+
 def fiber_param_groups(model: torch.nn.Module, cfg) -> List[Dict[str, Any]]:
-    groups: Dict[tuple, List[torch.nn.Parameter]] = {}
+    groups: Dict[str, Dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr = cfg.SOLVER.LANG_LR if ".text." in f".{name}" else cfg.SOLVER.BASE_LR
+        lang = is_language_param(name)
+        lr = cfg.SOLVER.LANG_LR if lang else cfg.SOLVER.BASE_LR
         wd = cfg.SOLVER.WEIGHT_DECAY
+        key = "language" if lang else "base"
         if "bias" in name:
             lr *= cfg.SOLVER.BIAS_LR_FACTOR
             wd = cfg.SOLVER.WEIGHT_DECAY_BIAS
-        groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+            key += "_bias"
+        groups.setdefault(key, {"params": [], "lr": lr, "weight_decay": wd, "name": key})["params"].append(p)
+    return list(groups.values())
+
+
+def schedule_steps(cfg) -> tuple:
+    """SOLVER.STEPS, or SOLVER.STEP_FRACTIONS x SOLVER.MAX_ITER (rounded) when fractions are given."""
+    fractions = tuple(cfg.SOLVER.STEP_FRACTIONS)
+    if not fractions:
+        return tuple(cfg.SOLVER.STEPS)
+    if any(not 0 < f < 1 for f in fractions) or list(fractions) != sorted(fractions):
+        raise ValueError(f"SOLVER.STEP_FRACTIONS must be increasing fractions in (0, 1), got {fractions}")
+    return tuple(int(round(f * cfg.SOLVER.MAX_ITER)) for f in fractions)
+
+
+def build_fiber_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
+    steps = schedule_steps(cfg)
+    if steps != tuple(cfg.SOLVER.STEPS):
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.STEPS = steps
+    return build_lr_scheduler(cfg, optimizer)
 
 
 class _FullModelClip:

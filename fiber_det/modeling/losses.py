@@ -33,11 +33,15 @@ def centerness_targets(anchors: torch.Tensor, gt_boxes: torch.Tensor) -> torch.T
     return torch.sqrt(ratio.clamp(min=0))
 
 
-def reduce_mean(value: float) -> float:
-    """Average of a Python number over workers (the reference's normalisers)."""
+def reduce_mean(*values: float):
+    """Averages of Python numbers over workers (the reference's normalisers), in one collective.
+    Every worker must call it, with the same number of values, positives or not."""
     if comm.get_world_size() == 1:
-        return float(value)
-    return sum(comm.all_gather(float(value))) / comm.get_world_size()
+        out = [float(v) for v in values]
+    else:
+        gathered = comm.all_gather([float(v) for v in values])
+        out = [sum(g[i] for g in gathered) / len(gathered) for i in range(len(values))]
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def fiber_losses(
@@ -72,13 +76,15 @@ def fiber_losses(
     pos_gt_boxes = torch.cat(pos_gt_boxes)
     pos_anchor_idx = torch.cat(pos_anchor_idx)
     pos_img_idx = torch.cat(pos_img_idx)
-    num_pos = max(reduce_mean(pos_anchor_idx.numel()), 1.0)
+    pos_anchors = anchors[pos_anchor_idx]
+    ctr_targets = centerness_targets(pos_anchors, pos_gt_boxes) if pos_anchor_idx.numel() > 0 else None
+    # Normalisers averaged over workers, as the reference: reached by every worker (a worker without
+    # positives contributes 0) so the collective never waits on one that skipped it.
+    num_pos, ctr_norm = reduce_mean(pos_anchor_idx.numel(), ctr_targets.sum().item() if ctr_targets is not None else 0.0)
+    num_pos = max(num_pos, 1.0)
 
     loss_token = token_sigmoid_focal_loss(token_logits.float(), targets, text_mask, alpha, gamma) / num_pos
-    if pos_anchor_idx.numel() > 0:
-        pos_anchors = anchors[pos_anchor_idx]
-        ctr_targets = centerness_targets(pos_anchors, pos_gt_boxes)
-        ctr_norm = reduce_mean(ctr_targets.sum().item())
+    if ctr_targets is not None:
         pred_boxes = box_coder.decode(box_deltas[pos_img_idx, pos_anchor_idx].float(), pos_anchors)
         loss_giou = (giou_loss_terms(pred_boxes, pos_gt_boxes) * ctr_targets).sum() / max(ctr_norm, 1e-6)
         loss_ctr = F.binary_cross_entropy_with_logits(
