@@ -299,9 +299,9 @@ def test_lvis_through_registered_names(datasets_tree, tok):
         assert len(tok(out["caption"])["input_ids"]) <= 256
         written = [i for i, s in enumerate(out["class_spans"]) if s]
         assert {0, 1202} <= set(written) and len(written) > 2  # lvis_v1_train always draws the full 85
-    # All 1203 names do not fit one caption: evaluation must chunk, and says so.
-    with pytest.raises(CaptionTooLongError, match=r"dataset 'lvis_v1_minival', image id 139 \(all 1203 categories\)"):
-        mapper(tok, is_train=False)(dicts[0])
+    # All 1203 names do not fit one caption: evaluation runs over 31 prompts of 40 categories.
+    chunks = mapper(tok, is_train=False)(dicts[0])["prompt_chunks"]
+    assert len(chunks) == 31 and chunks[0]["class_ids"] == list(range(40)) and chunks[-1]["class_ids"][-1] == 1202
 
 
 def test_objects365_through_registered_names(datasets_tree, tok):

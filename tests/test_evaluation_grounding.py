@@ -206,7 +206,7 @@ def test_grounding_reads_dataset_catalog_and_writes_json(tmp_path):
     # image 1: ranks [0, 1, 1]; image 3: [-1] -> R@1 = 1/4, R@2 = 3/4
     assert res["R@1"] == pytest.approx(25.0) and res["R@2"] == pytest.approx(75.0)
     saved = json.loads((tmp_path / "grounding_any_box_results.json").read_text())
-    assert saved["protocol"] == "any-box"
+    assert saved["box_mode"] == "any" and saved["protocol"] == "Flickr30k Entities Recall@1/2, any-box, IoU>=0.5"
     rows = {(r["image_id"], r["phrase_index"]): r for r in saved["phrases"]}
     assert set(rows) == {(1, 0), (1, 1), (1, 2), (3, 0)}  # phrase 3 of image 1 has no box
     assert rows[(1, 1)]["first_hit_rank"] == 1 and rows[(1, 1)]["R@2"] and not rows[(1, 1)]["R@1"]

@@ -22,6 +22,7 @@ from ..text.prompts import (
     build_caption,
     category_token_lengths,
     check_caption_fits,
+    chunk_categories,
     count_tokens,
     lost_spans,
     sample_detection_prompt,
@@ -131,7 +132,10 @@ class FiberDatasetMapper:
     dataset's metadata ``prompt_style``: "categories" (every class; shuffled in training, in class
     order otherwise) or "sampled" (in training: the present classes that fit the token budget plus
     sampled negatives, see :func:`fiber_det.text.sample_detection_prompt`). Grounding dicts keep
-    their caption.
+    their caption. In evaluation, a "sampled" dataset's vocabulary does not fit one caption: its
+    dicts get ``prompt_chunks`` instead of ``caption`` / ``class_spans``, one
+    {"caption", "class_spans", "class_ids"} per ``prompt_chunk_size`` categories in class order
+    (:func:`fiber_det.text.chunk_categories`; the model runs once per chunk).
 
     Training boxes are clipped to the image; boxes left with no area are dropped. Both are counted
     in ``self.stats`` and logged. With a tokenizer, a caption that would lose boxes (or, in
@@ -151,6 +155,7 @@ class FiberDatasetMapper:
         max_length: int = 256,
         control_prob: Sequence[float] = (0.0, 0.0, 0.5, 0.0),
         max_negatives: int = 85,
+        prompt_chunk_size: int = 40,
     ):
         """
         Args:
@@ -159,6 +164,7 @@ class FiberDatasetMapper:
             max_length: the text encoder's token budget (special tokens included).
             control_prob, max_negatives: negative sampling of "sampled" prompts (DATASETS.CONTROL_PROB
                 and DATASETS.RANDOM_SAMPLE_NEG); a dataset's metadata ``control_prob`` overrides.
+            prompt_chunk_size: categories per evaluation prompt of a "sampled" dataset (TEST.PROMPT_CHUNK_SIZE).
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -172,6 +178,8 @@ class FiberDatasetMapper:
         self.stats: Counter = Counter()
         self._token_lengths: Dict[str, List[int]] = {}
         self._checked_captions: Dict[Tuple[str, int], int] = {}
+        self.prompt_chunk_size = prompt_chunk_size
+        self._prompt_chunks: Dict[str, List[Dict]] = {}
         self._warned: set = set()
 
     @classmethod
@@ -187,6 +195,7 @@ class FiberDatasetMapper:
             "max_length": text.MAX_LENGTH,
             "control_prob": cfg.DATASETS.CONTROL_PROB,
             "max_negatives": cfg.DATASETS.RANDOM_SAMPLE_NEG,
+            "prompt_chunk_size": cfg.TEST.PROMPT_CHUNK_SIZE,
         }
 
     @property
@@ -294,6 +303,31 @@ class FiberDatasetMapper:
         class_spans = [[s] if s is not None else [] for s in spans]
         return caption, class_spans, anno_spans, annos
 
+    def _uses_prompt_chunks(self, d: Dict) -> bool:
+        name = d.get("dataset_name")
+        return (not self.is_train and name is not None
+                and MetadataCatalog.get(name).get("prompt_style", "categories") == "sampled")
+
+    def _chunked_prompts(self, d: Dict) -> List[Dict]:
+        """The evaluation prompts of a large vocabulary (the same for every image of the dataset)."""
+        name = d["dataset_name"]
+        if name not in self._prompt_chunks:
+            meta = MetadataCatalog.get(name)
+            classes = meta.get("thing_classes")
+            if classes is None:
+                raise ValueError(f"{_where(d)}: the dataset's metadata has no thing_classes")
+            chunks = chunk_categories(classes, self.prompt_chunk_size, self.separator, meta.get("prompt_templates"))
+            if self.tokenizer is not None:
+                for i, chunk in enumerate(chunks):
+                    check_caption_fits(self.tokenizer, chunk.caption, self.max_length,
+                                       f"dataset '{name}', prompt chunk {i} of {len(chunks)} "
+                                       f"(TEST.PROMPT_CHUNK_SIZE={self.prompt_chunk_size}: lower it)")
+            self._prompt_chunks[name] = [
+                {"caption": c.caption, "class_spans": [[span] for span in c.spans], "class_ids": c.class_ids}
+                for c in chunks
+            ]
+        return self._prompt_chunks[name]
+
     def _grounding_prompt(self, d: Dict, annos: List[Dict]):
         caption = d["caption"]
         for a in annos:
@@ -342,8 +376,11 @@ class FiberDatasetMapper:
         annos = d.pop("annotations", [])
         if self.is_train:
             annos = self._check_boxes(d, annos, h0, w0)
+        prompt_chunks = None
         if d.get("task") == "grounding":
             caption, class_spans, anno_spans, annos = self._grounding_prompt(d, annos)
+        elif self._uses_prompt_chunks(d):
+            prompt_chunks = self._chunked_prompts(d)
         else:
             caption, class_spans, anno_spans, annos = self._detection_prompt(d, annos)
 
@@ -352,6 +389,9 @@ class FiberDatasetMapper:
         image = aug_input.image
         h, w = image.shape[:2]
         d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if prompt_chunks is not None:
+            d["prompt_chunks"] = prompt_chunks
+            return d
         d["caption"] = caption
         d["class_spans"] = class_spans
         if not self.is_train:

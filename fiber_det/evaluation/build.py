@@ -6,10 +6,10 @@ from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import InferenceSampler
-from detectron2.evaluation import COCOEvaluator
 
-from ..compat import has_compiled_detectron2
+from .coco import FiberCOCOEvaluator
 from .grounding import GroundingRecallEvaluator
+from .lvis import LVISDetectionEvaluator
 from .refexp import RefExpEvaluator
 
 
@@ -17,8 +17,12 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
     if kind == "coco":
-        # Detectron2's fast COCOeval needs its compiled extension.
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_detectron2())
+        return FiberCOCOEvaluator(dataset_name, backend=cfg.TEST.COCO_EVAL_BACKEND, output_dir=output_folder)
+    if kind == "lvis":
+        return LVISDetectionEvaluator(
+            dataset_name, protocols=cfg.TEST.LVIS_PROTOCOLS, max_dets_per_image=cfg.TEST.LVIS_MAX_DETS_PER_IMAGE,
+            fixed_ap_dets_per_class=cfg.TEST.LVIS_FIXED_AP_DETS_PER_CLASS, output_dir=output_folder,
+        )
     if kind == "grounding":
         return GroundingRecallEvaluator(dataset_name, output_dir=output_folder)
     if kind == "refexp":

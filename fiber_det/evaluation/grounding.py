@@ -194,8 +194,15 @@ class GroundingRecallEvaluator(DatasetEvaluator):
         self.reset()
 
     @property
+    def task(self) -> str:
+        """The key of this evaluator's metrics in the results, e.g. "grounding/any-box"."""
+        return f"grounding/{self._box_mode}-box"
+
+    @property
     def protocol(self) -> str:
-        return f"{self._box_mode}-box"
+        """What the numbers mean, e.g. "Flickr30k Entities Recall@1/5/10, any-box, IoU>=0.5"."""
+        ks = "/".join(str(k) for k in self._topk)
+        return f"Flickr30k Entities Recall@{ks}, {self._box_mode}-box, IoU>={self._iou_threshold:g}"
 
     def reset(self):
         self._records: List[dict] = []
@@ -271,13 +278,13 @@ class GroundingRecallEvaluator(DatasetEvaluator):
         metrics["num_phrases_without_box"] = num_without_box
         metrics["num_images"] = len(records)
         logger.info(
-            f"Grounding recall on {self._dataset_name} ({self.protocol}, IoU>={self._iou_threshold:g}): "
+            f"Grounding recall on {self._dataset_name} ({self.protocol}): "
             + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if k.startswith("R@"))
             + f" over {len(ranks)} phrases ({num_without_box} phrases without a box skipped)"
         )
         if self._output_dir:
             self._write_per_phrase(records)
-        return {f"grounding/{self.protocol}": metrics}
+        return {self.task: metrics}
 
     def _write_per_phrase(self, records: List[dict]):
         rows = []
@@ -293,5 +300,6 @@ class GroundingRecallEvaluator(DatasetEvaluator):
         PathManager.mkdirs(self._output_dir)
         path = os.path.join(self._output_dir, f"grounding_{self._box_mode}_box_results.json")
         with PathManager.open(path, "w") as f:
-            json.dump({"protocol": self.protocol, "iou_threshold": self._iou_threshold, "phrases": rows}, f)
+            json.dump({"protocol": self.protocol, "box_mode": self._box_mode, "iou_threshold": self._iou_threshold,
+                       "phrases": rows}, f)
         logger.info(f"Saved per-phrase grounding results to {path}")

@@ -123,6 +123,13 @@ class RefExpEvaluator(DatasetEvaluator):
         self._cpu_device = torch.device("cpu")
         self.reset()
 
+    @property
+    def protocol(self) -> str:
+        """What the numbers mean, e.g. "referring expressions P@1 (IoU>=0.5), P@1 (GIoU>=0.5, reference)"."""
+        return "referring expressions " + ", ".join(
+            criterion_label(c, t) for c in self._criteria for t in self._thresholds
+        )
+
     def reset(self):
         self._records: List[dict] = []
 

@@ -5,6 +5,8 @@ backbone and the head, then either assign anchors and compute losses or post-pro
 Each input dict carries ``caption``; training inputs add ``instances`` (gt_boxes) and
 ``instance_spans`` (the caption spans naming each instance); inference inputs add ``class_spans``
 (the spans of each class / phrase the caption lists), and detections are labelled with the class index.
+Inference inputs of a vocabulary too large for one caption carry ``prompt_chunks`` instead, and the
+model runs once per chunk (fiber_det/modeling/chunked.py).
 """
 import logging
 from typing import Dict, List, Sequence
@@ -19,6 +21,7 @@ from torch import nn
 from ..text.prompts import positive_map_from_spans
 from .anchors import AnchorGenerator, LegacyBoxCoder
 from .backbone.text import build_tokenizer
+from .chunked import chunked_inference
 from .head.vl_head import VLHead
 from .losses import fiber_losses
 from .matching import ATSSMatcher, HungarianMatcher
@@ -144,6 +147,8 @@ class FIBER(nn.Module):
         return maps
 
     def forward(self, batched_inputs: List[Dict]):
+        if not self.training and "prompt_chunks" in batched_inputs[0]:
+            return chunked_inference(self, batched_inputs)  # one full forward per prompt chunk
         images = self.preprocess_image(batched_inputs)
         encoding = self.tokenize([x["caption"] for x in batched_inputs])
         input_ids = encoding["input_ids"].to(self.device)

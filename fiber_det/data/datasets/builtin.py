@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import register_coco_detection
+from .flickr import register_flickr30k_entities
 from .lvis import register_lvis_detection
 from .mdetr import register_mdetr_grounding
 from .odinw import BENCHMARKS, SPLITS
@@ -32,8 +33,8 @@ class BuiltinDataset:
 
     name: str
     family: str
-    kind: str  # "coco", "lvis" or "mdetr"
-    json_file: str
+    kind: str  # "coco", "lvis", "mdetr" or "flickr_entities"
+    json_file: str  # the annotation file; for "flickr_entities", the split list beside Sentences/ and Annotations/
     image_root: ImageRoot
     metadata: Dict = field(default_factory=dict)
 
@@ -54,6 +55,8 @@ class BuiltinDataset:
             register_lvis_detection(self.name, json_file, image_root, **self.metadata)
         elif self.kind == "mdetr":
             register_mdetr_grounding(self.name, json_file, image_root, **self.metadata)
+        elif self.kind == "flickr_entities":
+            register_flickr30k_entities(self.name, os.path.dirname(json_file), image_root, json_file, **self.metadata)
         else:
             raise ValueError(f"builtin dataset '{self.name}': unknown kind {self.kind!r}")
 
@@ -90,6 +93,12 @@ def _builtin_datasets() -> List[BuiltinDataset]:
                                   f"{MDETR}/final_flickr_separateGT_{split}.json", "flickr30k/flickr30k-images"))
         out.append(BuiltinDataset(f"flickr30k_merged_{split}", "flickr30k", "mdetr",
                                   f"{MDETR}/final_flickr_mergedGT_{split}.json", "flickr30k/flickr30k-images"))
+        # The same from the original release (Sentences/, Annotations/, split lists), no MDETR files needed.
+        out.append(BuiltinDataset(f"flickr30k_entities_{split}", "flickr30k", "flickr_entities",
+                                  f"flickr30k/flickr30k_entities/{split}.txt", "flickr30k/flickr30k-images"))
+        out.append(BuiltinDataset(f"flickr30k_entities_merged_{split}", "flickr30k", "flickr_entities",
+                                  f"flickr30k/flickr30k_entities/{split}.txt", "flickr30k/flickr30k-images",
+                                  {"merged": True}))
     # RefCOCO / RefCOCO+ / RefCOCOg on COCO train2014 images.
     for dataset, splits in (("refcoco", ("train", "val", "testA", "testB")),
                             ("refcoco+", ("train", "val", "testA", "testB")),

@@ -80,9 +80,10 @@ def load_lvis_detection(json_file: str, image_root: str, dataset_name: Optional[
 
 
 def register_lvis_detection(name: str, json_file: str, image_root: str, *, prompt_style: str, **metadata) -> None:
-    """Register an LVIS v1 file under ``name`` with the LVIS v1 class names."""
+    """Register an LVIS-format file under ``name`` with the LVIS v1 class names (``metadata`` may
+    override them with ``thing_classes``, e.g. for a file with another vocabulary)."""
     DatasetCatalog.register(name, lambda: load_lvis_detection(json_file, image_root, name))
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="lvis", prompt_style=prompt_style,
-        **get_lvis_instances_meta("lvis_v1"), **metadata,
+        **{**get_lvis_instances_meta("lvis_v1"), **metadata},
     )
