@@ -103,3 +103,16 @@ def test_inference_at_800x1333(paper_model):
     assert out.image_size == (800, 1333)
     assert len(out) <= 100
     assert torch.isfinite(out.scores).all()
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")))
+def test_every_config_loads_and_names_registered_datasets(path):
+    from detectron2.data import DatasetCatalog
+
+    cfg = get_cfg()
+    add_fiber_config(cfg)
+    cfg.merge_from_file(str(ROOT / path))
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        assert name in DatasetCatalog.list(), f"{path}: dataset {name!r} is not registered"
+    if "zero_shot" in path:
+        assert cfg.MODEL.FIBER.SWIN.EMBED_DIM == 128 and cfg.TEST.RESULTS_FILE.startswith("zero_shot_")
