@@ -10,8 +10,9 @@ TINY = ["MODEL.FIBER.SWIN.EMBED_DIM", "16", "MODEL.FIBER.SWIN.NUM_HEADS", "[1,1,
 
 
 def bench(task, text_dir, *extra):
+    # `extra` goes before a single-valued flag: a trailing nargs="+" option would swallow the overrides.
     cmd = [sys.executable, str(ROOT / "tools/benchmark.py"), "--config-file",
-           str(ROOT / "configs/quickstart/fiber_tiny.yaml"), "--task", task, "--iters", "2", *extra,
+           str(ROOT / "configs/quickstart/fiber_tiny.yaml"), "--task", task, *extra, "--iters", "2",
            "MODEL.FIBER.TEXT.MODEL_NAME", str(text_dir), *TINY]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -23,8 +23,6 @@ from fiber_det.evaluation import (
     union_boxes,
 )
 
-torch.set_num_threads(1)
-
 
 def _ann(ann_id, xywh, phrase_ids):
     return {

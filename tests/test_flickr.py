@@ -131,9 +131,9 @@ def test_dataset_dicts(entities_root):
     # Football, third sentence: one box for two mentions of entity 253069; "him" (entity 0) not evaluated.
     foot = dicts[2]
     assert foot["caption"].startswith("A football player from Iowa State blocks a player from Texas A&M")
-    assert foot["phrases"] == [{"spans": [[0, 17]]}, {"spans": [[41, 49]]}, {"spans": [[73, 85]]}]
+    assert foot["phrases"] == [{"spans": [[0, 17]]}, {"spans": [[41, 49]]}, {"spans": [[77, 89]]}]
     assert [(a["tokens_positive"], a["phrase_ids"]) for a in foot["annotations"]] == [
-        ([[0, 17], [41, 49]], [0, 1]), ([[73, 85]], [2])]
+        ([[0, 17], [41, 49]], [0, 1]), ([[77, 89]], [2])]
 
 
 def test_merged_boxes(entities_root):
