@@ -99,6 +99,31 @@ def test_unfused_matches_timm(size):
             assert (feats[f"res{i + 2}"] - want.permute(0, 3, 1, 2)).abs().max() <= 1e-5
 
 
+def test_unfused_matches_timm_off_the_window_grid_without_shifts():
+    """200x260: every stage's map (50x65, 25x33, 13x17, 7x9) is padded to windows and the merges see
+    odd sizes. timm shifts before padding where the reference pads before shifting, so the whole
+    network equals timm's only with the shifts off (the shifted blocks at such sizes are checked
+    against timm's block on the padded map in test_block_pads_to_windows_before_shifting)."""
+    torch.manual_seed(0)
+    ref = tiny_timm_swin().eval()
+    model = tiny_swin(out_indices=(0, 1, 2, 3)).eval()
+    load_plain_swin_state_dict(model, ref.state_dict())
+    for stage in ref.layers:
+        for blk in stage.blocks:
+            blk.shift_size, blk.attn_mask = (0, 0), None
+    for stage in model.layers:
+        for blk in stage.blocks:
+            blk.shift_size = 0
+    images = torch.randn(1, 3, 200, 260)
+    with torch.no_grad():
+        expected = ref.forward_intermediates(images, indices=[0, 1, 2, 3], intermediates_only=True)
+        got = stage_outputs(model, images, *random_text(1))
+    assert [tuple(e.shape[-2:]) for e in expected] == [(50, 65), (25, 33), (13, 17), (7, 9)]
+    for i in range(4):
+        assert got[i].shape == expected[i].shape
+        assert (got[i] - expected[i]).abs().max() <= 1e-5, f"stage {i}"
+
+
 @pytest.mark.parametrize("shift", [0, 3])
 @pytest.mark.parametrize("hw", [(10, 13), (5, 4)])
 def test_block_pads_to_windows_before_shifting(shift, hw):
