@@ -120,4 +120,7 @@ def test_hungarian_minimises_the_configured_cost():
     want[list(best)] = torch.arange(num_gt)
     got = HungarianMatcher(*weights)(logits, preds, gts, pmap, size)
     assert got.tolist() == want.tolist()
+    blocked = HungarianMatcher(*weights)
+    blocked.block_elements = 2 * num_gt  # the cost computed two anchors at a time
+    assert blocked(logits, preds, gts, pmap, size).tolist() == want.tolist()
     assert (HungarianMatcher()(logits, preds, gts[:0], pmap[:0], size) == -1).all()

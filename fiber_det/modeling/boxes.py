@@ -20,10 +20,11 @@ def pairwise_iou(a: torch.Tensor, b: torch.Tensor, plus_one: bool = False) -> to
 
 def giou_loss_terms(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """1 - GIoU of matched (N, 4) box pairs, as the reference computes it (no "+1"; predicted
-    x2/y2 first raised to x1/y1 so inverted boxes have zero area)."""
-    px1, py1 = pred[:, 0], pred[:, 1]
-    px2, py2 = torch.max(pred[:, 2], px1), torch.max(pred[:, 3], py1)
-    tx1, ty1, tx2, ty2 = target.unbind(dim=1)
+    x2/y2 first raised to x1/y1 so inverted boxes have zero area). Any shapes (..., 4) that
+    broadcast work: (A, 1, 4) against (1, G, 4) gives the (A, G) matrix."""
+    px1, py1 = pred[..., 0], pred[..., 1]
+    px2, py2 = torch.max(pred[..., 2], px1), torch.max(pred[..., 3], py1)
+    tx1, ty1, tx2, ty2 = target.unbind(dim=-1)
     pred_area = (px2 - px1) * (py2 - py1)
     target_area = (tx2 - tx1) * (ty2 - ty1)
     iw = (torch.min(px2, tx2) - torch.max(px1, tx1)).clamp(min=0)
