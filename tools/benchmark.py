@@ -3,8 +3,9 @@
 of the fused backbone alone (with and without gradient checkpointing), of the head, and ATSS /
 Hungarian assignment time.
 
+    export HF_HUB_OFFLINE=1  # without a hub connection: no retries before the built-in roberta-base config
     CFG=configs/fiber_b/fiber_b_pretrain.yaml; NOPRE="MODEL.FIBER.TEXT.PRETRAINED False"
-    python tools/benchmark.py --config-file $CFG --task params $NOPRE
+    python tools/benchmark.py --config-file $CFG --task params --tokenizer DIR $NOPRE
     python tools/benchmark.py --config-file $CFG --task backbone --size 800 1333 $NOPRE
     python tools/benchmark.py --config-file $CFG --task head --size 800 1333 $NOPRE
     python tools/benchmark.py --config-file $CFG --task assign --size 800 1333 --num-gt 1 50 300 $NOPRE
@@ -16,9 +17,9 @@ memory is its own: on CUDA the allocator's peak, on CPU the peak resident set si
 full and above the process's size after building the model. Text inputs are padded to
 MODEL.FIBER.TEXT.MAX_LENGTH as in the reference, with --text-tokens valid tokens.
 
-``inference``/``train`` run the whole detector on a random image and the 10-class prompt below;
-they need a tokenizer (``--tokenizer DIR``, any fast BERT-family tokenizer folder) when the
-configured text model has none on disk. ``head`` and ``assign`` use random features, boxes and
+``params``, ``inference`` and ``train`` build the whole detector (``inference``/``train`` run it on
+a random image and the 10-class prompt below); they need a tokenizer (``--tokenizer DIR``, any
+fast BERT-family tokenizer folder) when the configured text model has none on disk. ``head`` and ``assign`` use random features, boxes and
 logits of the shapes an image of --size gives.
 """
 import argparse

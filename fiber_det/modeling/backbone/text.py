@@ -528,7 +528,14 @@ def build_tokenizer(name_or_path: str | os.PathLike, **kwargs):
     """``AutoTokenizer.from_pretrained``; the tokenizer must be a fast one (character offsets)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(os.fspath(name_or_path), **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(name_or_path), **kwargs)
+    except OSError as e:
+        raise OSError(
+            f"cannot load the tokenizer {os.fspath(name_or_path)!r} (neither a local folder nor in the Hugging "
+            "Face cache, and the hub is unreachable or HF_HUB_OFFLINE is set): point MODEL.FIBER.TEXT.TOKENIZER "
+            "(or MODEL.FIBER.TEXT.MODEL_NAME) at a folder holding it"
+        ) from e
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             f"tokenizer {name_or_path} loaded as the slow {type(tokenizer).__name__}; fiber-det needs a fast "
