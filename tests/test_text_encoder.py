@@ -189,6 +189,27 @@ def test_roberta_base_keys_and_parameter_count():
     assert ours == reference
 
 
+def test_known_architecture_never_waits_for_the_hub(monkeypatch):
+    """roberta-base not in the local cache: the bundled architecture, after a cache-only lookup."""
+    import transformers
+
+    from fiber_det.modeling.backbone.text import KNOWN_ARCHITECTURES, resolve_text_config
+
+    calls = []
+
+    def not_cached(name, **kwargs):
+        calls.append((name, kwargs.get("local_files_only")))
+        raise OSError(f"{name} is not in the cache")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", not_cached)
+    config = resolve_text_config("roberta-base", {"num_hidden_layers": 4})
+    assert calls == [("roberta-base", True)]
+    assert config.model_type == "roberta" and config.num_hidden_layers == 4
+    want = KNOWN_ARCHITECTURES["roberta-base"]
+    assert (config.hidden_size, config.vocab_size, config.layer_norm_eps) == (
+        want["hidden_size"], want["vocab_size"], want["layer_norm_eps"])
+
+
 def test_checkpointing_gives_same_outputs_and_grads(tiny_roberta_dir, tokenizer):
     ids, mask = _tokenize(tokenizer, CAPTIONS)
     images = _image_tokens([24, 40], 3, 10, seed=4)

@@ -3,7 +3,6 @@
 of the fused backbone alone (with and without gradient checkpointing), of the head, and ATSS /
 Hungarian assignment time.
 
-    export HF_HUB_OFFLINE=1  # without a hub connection: no retries before the built-in roberta-base config
     CFG=configs/fiber_b/fiber_b_pretrain.yaml; NOPRE="MODEL.FIBER.TEXT.PRETRAINED False"
     python tools/benchmark.py --config-file $CFG --task params --tokenizer DIR $NOPRE
     python tools/benchmark.py --config-file $CFG --task backbone --size 800 1333 $NOPRE

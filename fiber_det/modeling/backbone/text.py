@@ -222,14 +222,16 @@ def resolve_text_config(spec: Any, overrides: Mapping[str, Any] | None = None):
     """
     overrides = dict(overrides or {})
     if isinstance(spec, str) and spec in KNOWN_ARCHITECTURES and not os.path.isdir(spec):
+        # The local cache only: the bundled architecture is the hub's, so asking the hub (which, when
+        # unreachable, transformers retries for up to a minute) could only cost time.
         try:
-            return _resolve_config(spec, overrides)
+            return _resolve_config(spec, overrides, local_files_only=True)
         except OSError:
             return _resolve_config(KNOWN_ARCHITECTURES[spec], overrides)
     return _resolve_config(spec, overrides)
 
 
-def _resolve_config(spec: Any, overrides: Mapping[str, Any]):
+def _resolve_config(spec: Any, overrides: Mapping[str, Any], local_files_only: bool = False):
     from transformers import AutoConfig, PretrainedConfig
 
     if isinstance(spec, PretrainedConfig):
@@ -247,7 +249,7 @@ def _resolve_config(spec: Any, overrides: Mapping[str, Any]):
             )
         return AutoConfig.for_model(model_type, **{**values, **overrides})
     if isinstance(spec, (str, os.PathLike)):
-        return AutoConfig.from_pretrained(os.fspath(spec), **overrides)
+        return AutoConfig.from_pretrained(os.fspath(spec), local_files_only=local_files_only, **overrides)
     raise TypeError(
         "model_name_or_path must be a hub name, a local folder, a config dict or a PretrainedConfig; "
         f"got {type(spec).__name__}"
