@@ -18,8 +18,8 @@ MODEL.FIBER.TEXT.MAX_LENGTH as in the reference, with --text-tokens valid tokens
 
 ``params``, ``inference`` and ``train`` build the whole detector (``inference``/``train`` run it on
 a random image and the 10-class prompt below); they need a tokenizer (``--tokenizer DIR``, any
-fast BERT-family tokenizer folder) when the configured text model has none on disk. ``head`` and ``assign`` use random features, boxes and
-logits of the shapes an image of --size gives.
+fast BERT-family tokenizer folder) when the configured text model has none on disk. ``head`` and
+``assign`` use random features, boxes and logits of the shapes an image of --size gives.
 """
 import argparse
 import json

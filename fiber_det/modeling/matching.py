@@ -82,12 +82,12 @@ class HungarianMatcher:
     """One-to-one assignment minimising token focal cost + L1 + GIoU between predicted and
     ground-truth boxes (``scipy.optimize.linear_sum_assignment``)."""
 
+    block_elements = 2**20  # cost-matrix entries computed at once (on CPU several times faster than all of them)
+
     def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
                  alpha: float = 0.25, gamma: float = 2.0):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.alpha, self.gamma = alpha, gamma
-
-    block_elements = 2**20  # cost-matrix entries computed at once (on CPU several times faster than all of them)
 
     @torch.no_grad()
     def __call__(self, token_logits: torch.Tensor, pred_boxes: torch.Tensor, gt_boxes: torch.Tensor,
@@ -104,22 +104,23 @@ class HungarianMatcher:
         pmap = gt_positive_map[:, used].float()
         pmap = (pmap / pmap.sum(dim=1, keepdim=True).clamp(min=1)).t()
         h, w = image_size
-        norm = pred_boxes.new_tensor([w, h, w, h]).float()
+        norm = pred_boxes.new_tensor([w, h, w, h], dtype=torch.float32)
         gt = gt_boxes.float()
+        gt_normed = gt / norm
         # The (A, G) cost in blocks of anchors: each term is a chain of elementwise ops, memory-bound on
         # the whole matrix (27 MB a temporary at 22,400 anchors x 300 boxes) but cache-resident per block.
         block = max(1, self.block_elements // num_gt)
-        cost = torch.cat([self._cost(logits[:, used], boxes.float(), gt, pmap, norm)
+        cost = torch.cat([self._cost(logits[:, used], boxes.float(), gt, gt_normed, pmap, norm)
                           for logits, boxes in zip(token_logits.split(block), pred_boxes.split(block))])
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         matched[torch.as_tensor(rows, device=matched.device)] = torch.as_tensor(cols, device=matched.device)
         return matched
 
-    def _cost(self, logits, boxes, gt, pmap, norm):
+    def _cost(self, logits, boxes, gt, gt_normed, pmap, norm):
         prob = logits.float().sigmoid()
         neg = (1 - self.alpha) * prob.pow(self.gamma) * -(1 - prob + 1e-8).log()
         pos = self.alpha * (1 - prob).pow(self.gamma) * -(prob + 1e-8).log()
         cost_class = (pos - neg) @ pmap  # mean focal cost over each box's tokens
-        cost_bbox = torch.cdist(boxes / norm, gt / norm, p=1)
+        cost_bbox = torch.cdist(boxes / norm, gt_normed, p=1)
         cost_giou = giou_loss_terms(boxes[:, None], gt[None]) - 1.0
         return self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou

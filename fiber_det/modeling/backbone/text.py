@@ -534,8 +534,8 @@ def build_tokenizer(name_or_path: str | os.PathLike, **kwargs):
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(name_or_path), **kwargs)
     except OSError as e:
         raise OSError(
-            f"cannot load the tokenizer {os.fspath(name_or_path)!r} (neither a local folder nor in the Hugging "
-            "Face cache, and the hub is unreachable or HF_HUB_OFFLINE is set): point MODEL.FIBER.TEXT.TOKENIZER "
+            f"cannot load the tokenizer {os.fspath(name_or_path)!r}: it is no local folder and could not be read "
+            f"from the Hugging Face cache or hub ({e.__class__.__name__}); point MODEL.FIBER.TEXT.TOKENIZER "
             "(or MODEL.FIBER.TEXT.MODEL_NAME) at a folder holding it"
         ) from e
     if not getattr(tokenizer, "is_fast", False):
